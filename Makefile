@@ -1,0 +1,55 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+UI_PORT ?= 3000
+MLFLOW_PORT ?= 5000
+
+export EMO_HOME ?= $(CURDIR)/.emo_home
+export DAGSTER_HOME := $(EMO_HOME)/dagster
+export DAGSTER_DISABLE_TELEMETRY := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+
+.PHONY: install home demo test ui mlflow-ui bench clean
+
+# pip's local-index notices ("... is ignored") are noise; errors still fail the step (pipefail).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[test]' 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+	touch $@
+
+install: $(STAMP)
+
+home: install
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+demo: home
+	$(BIN)/emo-pipeline synth --out $(EMO_HOME)/synthetic --scale demo
+	$(BIN)/dagster asset materialize -m emo_pipeline.definitions --select '*'
+	@echo
+	@echo "Done. Next:"
+	@echo "  make ui          # Dagster UI on http://127.0.0.1:$(UI_PORT)"
+	@echo "  $(VENV)/bin/emo-pipeline sql \"SELECT dominant_emotion, count(*) AS images FROM emotion6_labels GROUP BY 1 ORDER BY 2 DESC\""
+	@echo "  make mlflow-ui   # MLflow on http://127.0.0.1:$(MLFLOW_PORT)"
+
+test: home
+	$(BIN)/python -m pytest
+
+ui: home
+	$(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w workspace.yaml
+
+mlflow-ui: install
+	mkdir -p $(EMO_HOME)/mlflow
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1 \
+	  --backend-store-uri sqlite:///$(EMO_HOME)/mlflow/mlflow.db --default-artifact-root $(EMO_HOME)/mlflow/artifacts
+
+bench: install
+	$(BIN)/python bench/vg_ingest.py
+
+clean:
+	rm -rf $(EMO_HOME)

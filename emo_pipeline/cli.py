@@ -1,0 +1,108 @@
+"""The `emo-pipeline` command: inspect data sets, write the synthetic world, query the warehouse."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from emo_pipeline.rejection import DatasetReport, NotADatasetError
+
+
+def _inspectors() -> dict[str, Callable[[Path], DatasetReport]]:
+    from emo_pipeline.emotion6 import inspect_emotion6
+    from emo_pipeline.emotionroi import inspect_emotionroi
+    from emo_pipeline.visual_genome import inspect_visual_genome
+
+    return {"emotion6": inspect_emotion6, "emotionroi": inspect_emotionroi, "vg": inspect_visual_genome}
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    try:
+        report = _inspectors()[args.dataset](Path(args.path))
+    except NotADatasetError as exc:
+        print(f"emo-pipeline inspect: not a {args.dataset} folder: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+        return 0
+    print(f"{report.dataset}: {report.rows} valid images, {len(report.rejected)} rejected records")
+    for table, count in report.tables.items():
+        print(f"  {table:<16} {count:>10,} rows")
+    shown = report.rejected if args.all else report.rejected[:50]
+    for rejection in shown:
+        print(f"  rejected  {rejection}")
+    if len(shown) < len(report.rejected):
+        print(f"  ... {len(report.rejected) - len(shown)} more (use --all or --json)")
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from emo_pipeline.synthetic import write_world
+
+    summary = write_world(Path(args.out), seed=args.seed, scale=args.scale, images=not args.no_images,
+                          progress=lambda line: print(line, flush=True))
+    print(f"synthetic world ({args.scale}, seed {args.seed}) written to {Path(args.out).resolve()}")
+    print(summary)
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from emo_pipeline.home import emo_home
+    from emo_pipeline.store import ReadOnlyViolation, Warehouse
+
+    warehouse = Warehouse(Path(args.warehouse) if args.warehouse else emo_home().warehouse)
+    try:
+        result = warehouse.query(args.query)
+    except (ReadOnlyViolation, FileNotFoundError) as exc:
+        print(f"emo-pipeline sql: {exc}", file=sys.stderr)
+        return 2
+    except duckdb.Error as exc:
+        print(f"emo-pipeline sql: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    if args.format == "csv":
+        result.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        print(result.to_json(orient="records", date_format="iso"))
+    else:
+        print(result.to_string(index=False) if len(result) else f"(0 rows; columns: {', '.join(result.columns)})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="emo-pipeline", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    inspect = commands.add_parser("inspect", help="read a data set folder and report counts and rejected records")
+    inspect.add_argument("dataset", choices=["emotion6", "emotionroi", "vg"])
+    inspect.add_argument("path", help="the data set folder, in its download layout")
+    inspect.add_argument("--json", action="store_true", help="print one JSON object")
+    inspect.add_argument("--all", action="store_true", help="list every rejected record")
+    inspect.set_defaults(run=cmd_inspect)
+
+    synth = commands.add_parser("synth", help="write the synthetic Emotion6 / EmotionROI / Visual Genome world")
+    synth.add_argument("--out", required=True, help="folder to write Emotion6/, EmotionROI/ and VG/ into")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--scale", choices=["demo", "vg-full"], default="demo")
+    synth.add_argument("--no-images", action="store_true", help="annotations only")
+    synth.set_defaults(run=cmd_synth)
+
+    sql = commands.add_parser("sql", help="run a read-only SQL query over the warehouse views")
+    sql.add_argument("query")
+    sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    sql.add_argument("--warehouse", help="warehouse folder (default: $EMO_HOME/warehouse)")
+    sql.set_defaults(run=cmd_sql)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

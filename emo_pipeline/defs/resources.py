@@ -1,0 +1,109 @@
+"""Resources: where the data sets are, the warehouse, MLflow and the torch device.
+
+Paths a user points at their own data come from environment variables (`EMO_EMOTION6_DIR`,
+`EMO_EMOTIONROI_DIR`, `EMO_VG_DIR`, `EMO_HOME`); unset, everything lives under EMO_HOME and the data
+roots default to the embedded synthetic world (`emo-pipeline synth`).
+"""
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+
+from emo_pipeline.home import emo_home
+from emo_pipeline.store import Warehouse
+from emo_pipeline.tracking import mlflow_run
+
+DATA_ROOT_ENV = {
+    "emotion6_dir": "EMO_EMOTION6_DIR",
+    "emotionroi_dir": "EMO_EMOTIONROI_DIR",
+    "vg_dir": "EMO_VG_DIR",
+}
+SYNTHETIC_FOLDERS = {"emotion6_dir": "Emotion6", "emotionroi_dir": "EmotionROI", "vg_dir": "VG"}
+
+
+class DataRoots(dg.ConfigurableResource):
+    """Folders of the three source data sets, in their real download layouts."""
+
+    emotion6_dir: str | None = None
+    emotionroi_dir: str | None = None
+    vg_dir: str | None = None
+
+    def _root(self, field: str) -> Path:
+        configured = getattr(self, field)
+        path = Path(configured) if configured else emo_home().synthetic / SYNTHETIC_FOLDERS[field]
+        if not path.is_dir():
+            source = f"${DATA_ROOT_ENV[field]}" if configured else "the synthetic world"
+            raise FileNotFoundError(
+                f"data folder {path} (from {source}) does not exist: set {DATA_ROOT_ENV[field]} to your "
+                f"download, or write the synthetic world with `emo-pipeline synth --out {emo_home().synthetic}`")
+        return path
+
+    def emotion6(self) -> Path:
+        return self._root("emotion6_dir")
+
+    def emotionroi(self) -> Path:
+        return self._root("emotionroi_dir")
+
+    def vg(self) -> Path:
+        return self._root("vg_dir")
+
+    @classmethod
+    def from_environment(cls) -> "DataRoots":
+        """Bind each root to its environment variable when it is set (shown as such in the UI)."""
+        return cls(**{field: dg.EnvVar(env) for field, env in DATA_ROOT_ENV.items() if os.environ.get(env)})
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """Parquet tables plus the DuckDB catalog of views (default: EMO_HOME/warehouse)."""
+
+    root: str | None = None
+
+    def get(self) -> Warehouse:
+        return Warehouse(Path(self.root) if self.root else emo_home().warehouse)
+
+
+class MLflowResource(dg.ConfigurableResource):
+    """MLflow tracking in a sqlite store under EMO_HOME, runs tagged with their Dagster lineage."""
+
+    root: str | None = None
+    experiment: str = "emo_pipeline"
+
+    def directory(self) -> Path:
+        return Path(self.root) if self.root else emo_home().mlflow
+
+    @contextlib.contextmanager
+    def start_run(self, context: dg.AssetExecutionContext, run_name: str | None = None) -> Iterator[object]:
+        asset_key = context.asset_key.to_user_string() if context.has_assets_def else context.op.name
+        tags = {"dagster.run_id": context.run.run_id, "dagster.asset_key": asset_key}
+        with mlflow_run(self.directory(), self.experiment, run_name or asset_key, tags) as run:
+            yield run
+
+
+class TorchDeviceResource(dg.ConfigurableResource):
+    """Where torch steps run: `auto` picks CUDA when present, else the CPU."""
+
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    num_workers: int = 2
+    mixed_precision: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | off
+
+    def torch_device(self):
+        import torch
+
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device {self.device!r} was asked for, but torch sees no CUDA device")
+        return device
+
+    def autocast_dtype(self):
+        """The dtype for torch.autocast, or None for full precision."""
+        import torch
+
+        choice = self.mixed_precision
+        if choice == "auto":
+            choice = "bf16" if self.torch_device().type == "cuda" else "off"
+        return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[choice]
