@@ -42,10 +42,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     from emo_pipeline.synthetic import write_world
 
-    summary = write_world(Path(args.out), seed=args.seed, scale=args.scale, images=not args.no_images,
-                          progress=lambda line: print(line, flush=True))
-    print(f"synthetic world ({args.scale}, seed {args.seed}) written to {Path(args.out).resolve()}")
-    print(summary)
+    # write_world reports each data set as it is written, and the total at the end.
+    write_world(Path(args.out), seed=args.seed, scale=args.scale, images=not args.no_images,
+                progress=lambda line: print(line, flush=True))
     return 0
 
 

@@ -8,9 +8,11 @@ the rejected records), each written atomically.
 How the files are read
 ----------------------
 The full-size JSON files are hundreds of MB, so nothing is ever `json.load`-ed whole. DuckDB's JSON
-reader parses each file as a stream (`read_json(format='array')`), the nested lists are unnested in
-SQL and the result goes straight to Parquet (`COPY ... TO`), under a DuckDB memory limit. Each file
-goes through at most three readers, the first that succeeds wins:
+reader parses each file as a stream (`read_json(format='array')`, under a DuckDB memory limit), the
+nested lists are unnested and checked in SQL, and the result streams out as Arrow batches: rejected
+rows become `Rejection`s, the others go to the Parquet file. DuckDB parses one JSON array on one
+thread, so objects, relationships and attributes are read side by side. Each file goes through at
+most three readers, the first that succeeds wins:
 
 1. typed: `read_json` with explicit `columns=` types (no sampling: keys such as `name` / `names`
    vary from record to record). The fast path, taken by every well-formed file.
@@ -36,15 +38,16 @@ Decisions
   are normalised the same way; predicates are mapped through `relationship_alias.txt`.
 - Aliases: each line of an alias file is one synonym group, comma-separated; the first entry is the
   canonical name and the others map to it. Entries are normalised like names, so `person ,person  is`
-  reads as `person, person is`. The mapping is applied once, not transitively: the real files contain
-  chains (`next to` is a synonym of `near` on one line and the canonical name on another) and
-  following them would merge groups the files keep apart. If a synonym appears under two canonical
-  names, the first line wins and the later one is rejected.
+  reads as `person, person is`. Chains are followed to their end: the real files make `beside` a
+  synonym of `near` on one line and the canonical name of `are beside` on another, so `are beside`
+  maps to `near`, and no canonical name is itself an alias (mapping twice changes nothing). If a
+  synonym appears under two canonical names, the first line wins and the later one is rejected.
 - Boxes: `x, y, w, h` are clipped to the image, `[max(x, 0), min(x + w, width))` and likewise for y;
   `clipped` says whether the box changed. A box with a negative width/height, with zero width/height,
   or with nothing left inside the image after clipping is rejected with a reason naming which.
   Numbers given as JSON strings ("12") or with a fraction are accepted (rounded), as DuckDB's
-  converter does; anything else in a number field is rejected.
+  converter does; anything else in a number field is rejected. Attributes carry no box: theirs are
+  not checked.
 - Relationships: about a fifth of their subject/object ids are absent from objects.json, so the name
   and box carried inline in each relationship are used; ids are kept as given.
 - Attributes: one row per object-attribute pair; `name` is the object's canonical name as above.
@@ -61,18 +64,20 @@ Decisions
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from emo_pipeline.atomic import atomic_output
@@ -112,13 +117,6 @@ SCHEMAS: dict[str, list[tuple[str, str]]] = {
 # Whitespace as RE2 (DuckDB) and Python both read it, so aliases normalise exactly like names.
 _WS_CLASS = r"[ \t\n\r\f\v]"
 _WS_RE = re.compile(_WS_CLASS + "+")
-
-# The three annotation files read after image_data.json: table -> (file, top-level list key).
-_ANNOTATION_FILES = {
-    "objects": (OBJECT_FILE, "objects"),
-    "relationships": (RELATIONSHIP_FILE, "relationships"),
-    "attributes": (ATTRIBUTE_FILE, "attributes"),
-}
 
 # Typed-reader declarations (step 1 above). Leaves the tables do not need are not declared, so DuckDB
 # skips them; `merged_object_ids` is read as text because only its presence matters (version).
@@ -180,9 +178,9 @@ def ingest_visual_genome(
 ) -> VisualGenomeIngest:
     """Read the VG annotation files under `root` and write each table of `VG_TABLES` to `outputs[table]`.
 
-    `threads` is DuckDB's worker count (default: the CPU count). One JSON array is parsed on one thread,
-    so the objects, relationships and attributes files are read side by side, up to `threads` at once.
-    `memory_limit` bounds DuckDB's buffers (spilling to a temporary folder beyond it).
+    `threads` is DuckDB's worker count (default: the CPU count). DuckDB parses one JSON array on one
+    thread, so the objects, relationships and attributes files are read side by side, up to `threads`
+    at once. `memory_limit` bounds DuckDB's buffers (it spills to a temporary folder beyond it).
     """
     root = Path(root)
     missing = [t for t in VG_TABLES if t not in outputs]
@@ -191,7 +189,10 @@ def ingest_visual_genome(
     _check_is_vg_folder(root)
     threads = max(1, threads or os.cpu_count() or 1)
 
-    with tempfile.TemporaryDirectory(prefix="vg-ingest-") as work_name:
+    with tempfile.TemporaryDirectory(prefix="vg-ingest-") as work_name, contextlib.ExitStack() as stack:
+        # Every table is written under a temporary name and renamed when all are done, so an error
+        # (NotADatasetError included) leaves no table half-written or out of step with the others.
+        tmp = {t: stack.enter_context(atomic_output(outputs[t])) for t in VG_TABLES}
         work = Path(work_name)
         con = duckdb.connect(config={
             "threads": threads,
@@ -204,9 +205,11 @@ def ingest_visual_genome(
             "disabled_optimizers": "join_order,build_side_probe_side",
         })
         try:
-            return _ingest(con, root, outputs, work, threads)
+            result = _ingest(con, root, tmp, work, threads)
         finally:
             con.close()
+    result.paths = {t: Path(outputs[t]) for t in VG_TABLES}
+    return result
 
 
 def read_visual_genome(root: Path) -> VisualGenomeData:
@@ -235,8 +238,47 @@ def inspect_visual_genome(root: Path) -> DatasetReport:
     return DatasetReport(dataset="vg", rows=result.counts["images"], rejected=result.rejected, tables=tables)
 
 
+def count_source_records(root: Path) -> dict[str, int | None]:
+    """Records a data set's files hold, counted independently of the reader (for row-count checks).
+
+    images: records of image_data.json; objects / relationships: entries of every record's list.
+    None where a file is absent or is not valid JSON as a whole (its rejections tell what happened).
+    """
+    root = Path(root)
+    con = duckdb.connect(config={"memory_limit": "1GB", "preserve_insertion_order": False})
+    queries = {
+        "images": (IMAGE_FILE, "count(*)", "{'image_id': 'JSON'}"),
+        "objects": (OBJECT_FILE, "sum(json_array_length(objects))", "{'objects': 'JSON'}"),
+        "relationships": (RELATIONSHIP_FILE, "sum(json_array_length(relationships))", "{'relationships': 'JSON'}"),
+    }
+    counts: dict[str, int | None] = {}
+    try:
+        for table, (name, aggregate, columns) in queries.items():
+            path = root / name
+            try:
+                value = con.execute(f"SELECT {aggregate} FROM read_json({_sql_str(path)}, format='array', "
+                                    f"columns={columns}, maximum_object_size={_MAX_OBJECT_BYTES})").fetchone()[0]
+            except duckdb.Error:
+                value = None
+            counts[table] = int(value or 0) if path.is_file() and value is not None else None
+    finally:
+        con.close()
+    return counts
+
+
 # --------------------------------------------------------------------------------------------------
 # Orchestration
+
+
+@dataclass
+class _FileResult:
+    """What reading one file gave: rows written, rejections, and a few facts about its records."""
+
+    rows: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+    records: int = 0  # records seen (objects.json: every record yields at least one row)
+    records_with_list: int = 0  # ... of which carry their list key (`objects`)
+    merged: bool = False  # some object carries merged_object_ids (v1.4)
 
 
 def _check_is_vg_folder(root: Path) -> None:
@@ -251,96 +293,72 @@ def _check_is_vg_folder(root: Path) -> None:
             raise NotADatasetError(f"{name} holds {shape}, not a list of records: not a Visual Genome file")
 
 
-def _ingest(con: duckdb.DuckDBPyConnection, root: Path, outputs: Mapping[str, Path], work: Path,
+def _ingest(con: duckdb.DuckDBPyConnection, root: Path, tmp: Mapping[str, Path], work: Path,
             threads: int) -> VisualGenomeIngest:
-    rejected: list[Rejection] = []
-
-    # Aliases first: they are small and every name below goes through them.
+    alias_problems: list[Rejection] = []
     for table, name in (("object_alias", OBJECT_ALIAS_FILE), ("relationship_alias", RELATIONSHIP_ALIAS_FILE)):
         aliases, problems = _read_aliases(root / name)
-        rejected.extend(problems)
-        con.register(f"{table}_rows", pa.table({"alias": list(aliases), "canonical": list(aliases.values())},
-                                                schema=pa.schema([("alias", pa.string()), ("canonical", pa.string())])))
+        alias_problems.extend(problems)
+        rows = pa.table({"alias": pa.array(list(aliases), pa.string()),
+                         "canonical": pa.array(list(aliases.values()), pa.string())})
+        con.register(f"{table}_rows", rows)
         con.execute(f"CREATE TABLE {table} AS SELECT * FROM {table}_rows")
         con.unregister(f"{table}_rows")
 
-    # Images next: the other files are checked and clipped against them.
-    staged: dict[str, Path] = {}
-    staged["images"], image_problems = _stage_file(con, "images", root / IMAGE_FILE, work)
-    rejected_by_file: dict[str, list[Rejection]] = {"images": image_problems}
-    con.execute(f"CREATE TABLE dims AS SELECT image_id, width, height FROM read_parquet({_sql_str(staged['images'])}) "
-                "WHERE reason IS NULL")
-    valid_images = con.execute("SELECT count(*) FROM dims").fetchone()[0]
-    if valid_images == 0:
-        detail = "; ".join(str(r) for r in image_problems[:3])
+    # Images first: every other file is checked and clipped against them.
+    results = {"images": _read_file(con, "images", root / IMAGE_FILE, tmp["images"], work)}
+    if results["images"].rows == 0:
+        detail = "; ".join(str(r) for r in results["images"].rejected[:3])
         raise NotADatasetError(f"{IMAGE_FILE} holds no valid image record" + (f" ({detail})" if detail else ""))
+    con.execute(f"CREATE TABLE dims AS SELECT image_id, width, height FROM read_parquet({_sql_str(tmp['images'])})")
 
     has_attributes = (root / ATTRIBUTE_FILE).is_file()
-    jobs = {}
-    for table, (name, _) in _ANNOTATION_FILES.items():
+    jobs: dict[str, Path] = {}
+    for table, name in (("objects", OBJECT_FILE), ("relationships", RELATIONSHIP_FILE),
+                        ("attributes", ATTRIBUTE_FILE)):
         path = root / name
-        if table == "attributes" and not has_attributes:
-            continue  # optional file: an empty table of the same schema is written below
+        problem = None
         if not path.is_file():
-            rejected_by_file[table] = [Rejection(name, None, "(file)", "file missing: empty table written")]
+            if table != "attributes":  # attributes.json is optional: its absence is no problem
+                problem = "file missing: empty table written"
+        elif (shape := _top_level_shape(path)) is not None:
+            problem = f"unknown top-level JSON shape: {shape}, not a list of records; empty table written"
+        else:
+            jobs[table] = path
             continue
-        shape = _top_level_shape(path)
-        if shape is not None:
-            rejected_by_file[table] = [Rejection(name, None, "(file)",
-                                                 f"unknown top-level JSON shape: {shape}, not a list of records")]
-            if table == "attributes":
-                has_attributes = False
-            continue
-        jobs[table] = path
+        if table == "attributes":
+            has_attributes = False
+        _write_empty(table, tmp[table])
+        results[table] = _FileResult(rejected=[Rejection(name, None, "(file)", problem)] if problem else [])
 
-    # One JSON array is parsed on one thread: read the files side by side, each on its own cursor.
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(jobs) or 1))) as pool:
-        futures = {t: pool.submit(_stage_file, con.cursor(), t, p, work) for t, p in jobs.items()}
+    # DuckDB parses one JSON array on one thread: read the files side by side, each on its own cursor.
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(jobs)))) as pool:
+        futures = {t: pool.submit(_read_file, con.cursor(), t, p, tmp[t], work) for t, p in jobs.items()}
         for table, future in futures.items():
-            staged[table], rejected_by_file[table] = future.result()
+            results[table] = future.result()
 
-    if "objects" in staged:
-        _check_has_records_of_kind(con, staged["objects"], OBJECT_FILE, "objects")
-    version = "1.2"
-    if "objects" in staged:
-        merged = con.execute(f"SELECT bool_or(merged) FROM read_parquet({_sql_str(staged['objects'])})").fetchone()[0]
-        version = "1.4" if merged else "1.2"
+    objects = results["objects"]
+    if objects.records and not objects.records_with_list:
+        raise NotADatasetError(f"{OBJECT_FILE}: none of its {objects.records} records has an 'objects' list: "
+                               "not a Visual Genome objects file")
+    rejected = [r for t in ("images", "objects", "relationships", "attributes") for r in results[t].rejected]
+    rejected += alias_problems
+    rejections_frame(rejected).to_parquet(tmp["rejected"], index=False)
 
-    # Everything parsed: now write the outputs (so a NotADatasetError above leaves none half-done).
-    paths: dict[str, Path] = {}
-    counts: dict[str, int] = {}
-    for table in ("images", "objects", "relationships", "attributes"):
-        paths[table] = Path(outputs[table])
-        counts[table] = _write_table(con, table, staged.get(table), paths[table])
-        rejected.extend(rejected_by_file.get(table, []))
-    paths["rejected"] = Path(outputs["rejected"])
-    with atomic_output(paths["rejected"]) as tmp:
-        rejections_frame(rejected).to_parquet(tmp, index=False)
+    counts = {t: results[t].rows for t in ("images", "objects", "relationships", "attributes")}
     counts["rejected"] = len(rejected)
-    return VisualGenomeIngest(paths=paths, counts=counts, rejected=rejected,
-                              has_attributes=has_attributes, version=version)
+    return VisualGenomeIngest(paths=dict(tmp), counts=counts, rejected=rejected, has_attributes=has_attributes,
+                              version="1.4" if objects.merged else "1.2")
 
 
-def _check_has_records_of_kind(con: duckdb.DuckDBPyConnection, staged: Path, name: str, key: str) -> None:
-    """A list whose records all lack the `key` list is some other file under the expected name."""
-    records, shaped = con.execute(
-        f"SELECT count(DISTINCT pos), count(DISTINCT pos) FILTER (WHERE list_present) "
-        f"FROM read_parquet({_sql_str(staged)})").fetchone()
-    if records and not shaped:
-        raise NotADatasetError(f"{name}: none of its {records} records has an '{key}' list: "
-                               "not a Visual Genome file")
+def _arrow_schema(table: str) -> pa.Schema:
+    types = {"BIGINT": pa.int64(), "INTEGER": pa.int32(), "VARCHAR": pa.string(),
+             "VARCHAR[]": pa.list_(pa.string()), "BOOLEAN": pa.bool_()}
+    return pa.schema([(column, types[duck]) for column, duck in SCHEMAS[table]])
 
 
-def _write_table(con: duckdb.DuckDBPyConnection, table: str, staged: Path | None, out: Path) -> int:
-    columns = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in SCHEMAS[table])
-    if staged is None:
-        nulls = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in SCHEMAS[table])
-        query = f"SELECT {nulls} LIMIT 0"
-    else:
-        query = f"SELECT {columns} FROM read_parquet({_sql_str(staged)}) WHERE reason IS NULL AND is_row"
-    with atomic_output(out) as tmp:
-        con.execute(f"COPY ({query}) TO {_sql_str(tmp)} (FORMAT parquet)")
-    return pq.ParquetFile(out).metadata.num_rows
+def _write_empty(table: str, out: Path) -> None:
+    pq.write_table(_arrow_schema(table).empty_table(), out, **_PARQUET_OPTIONS)
 
 
 def _read_frame(path: Path) -> pd.DataFrame:
@@ -349,10 +367,11 @@ def _read_frame(path: Path) -> pd.DataFrame:
     frame = table.to_pandas()
     for column in table.schema:
         if pa.types.is_list(column.type):
-            frame[column.name] = [None if v is None else list(v) for v in frame[column.name]]
-        elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            frame[column.name] = pd.Series([None if v is None else list(v) for v in frame[column.name]],
+                                           index=frame.index, dtype=object)
+        elif pa.types.is_string(column.type):
             frame[column.name] = frame[column.name].astype("string")
-        elif pa.types.is_int64(column.type) and column.name in ("coco_id", "flickr_id"):
+        elif column.name in ("coco_id", "flickr_id"):
             frame[column.name] = frame[column.name].astype("Int64")
     return frame
 
@@ -360,29 +379,30 @@ def _read_frame(path: Path) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------------
 # Reading one JSON file: typed, lenient, salvage
 
+_BATCH_ROWS = 200_000
+# zstd without dictionary pages: measured 2.5x faster to write than the dictionary default on VG
+# relationships, and no larger (zstd finds the repeated names itself).
+_PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": False}
 
-def _stage_file(con: duckdb.DuckDBPyConnection, table: str, path: Path, work: Path) -> tuple[Path, list[Rejection]]:
-    """Parse one file into a staging Parquet (every row, with `field`/`reason` set on rejected ones)."""
-    staged = work / f"staged_{table}.parquet"
-    problems: list[Rejection] = []
+
+def _read_file(con: duckdb.DuckDBPyConnection, table: str, path: Path, out: Path, work: Path) -> _FileResult:
+    """Write the valid rows of one file to `out` (Parquet) and return its rejections."""
     try:
-        _run_stage(con, table, path, staged, _Fields(typed=True), "array")
-    except duckdb.InvalidInputException as typed_error:
-        needs_salvage = not _is_conversion_error(typed_error)
-        if not needs_salvage:
-            try:
-                _run_stage(con, table, path, staged, _Fields(typed=False), "array")
-            except duckdb.InvalidInputException:
-                needs_salvage = True
-        if needs_salvage:
-            lines = work / f"salvaged_{table}.ndjson"
-            damage = _salvage_json_array(path, lines, path.name)
-            if damage is None:  # the scanner read it all: DuckDB choked on something else
-                damage = Rejection(path.name, None, "(file)", f"read with the fallback parser: {_first_line(typed_error)}")
-            problems.append(damage)
-            _run_stage(con, table, lines, staged, _Fields(typed=False), "newline_delimited")
-    problems = _fetch_rejections(con, staged, path.name) + problems
-    return staged, problems
+        return _stream(con, table, _Fields(typed=True), path, "array", out)
+    except duckdb.InvalidInputException as error:
+        first_error = error
+    if _is_conversion_error(first_error):
+        try:
+            return _stream(con, table, _Fields(typed=False), path, "array", out)
+        except duckdb.InvalidInputException:
+            pass  # not valid JSON either: salvage below
+    lines = work / f"salvaged_{table}.ndjson"
+    damage = _salvage_json_array(path, lines, path.name)
+    if damage is None:  # the scanner read it all: DuckDB stumbled on something else, say so
+        damage = Rejection(path.name, None, "(file)", f"read with the fallback parser: {_first_line(first_error)}")
+    result = _stream(con, table, _Fields(typed=False), lines, "newline_delimited", out, name=path.name)
+    result.rejected.append(damage)
+    return result
 
 
 def _is_conversion_error(error: Exception) -> bool:
@@ -390,26 +410,58 @@ def _is_conversion_error(error: Exception) -> bool:
 
 
 def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
-def _run_stage(con: duckdb.DuckDBPyConnection, table: str, path: Path, staged: Path, fields: _Fields, fmt: str) -> None:
-    source = _source_sql(fields, table, path, fmt)
-    query = _STAGE_BUILDERS[table](fields, source)
-    con.execute(f"COPY ({query}) TO {_sql_str(staged)} (FORMAT parquet)")
+def _stream(con: duckdb.DuckDBPyConnection, table: str, fields: _Fields, path: Path, fmt: str, out: Path,
+            name: str | None = None) -> _FileResult:
+    """Run the table's query over one file, writing kept rows to `out` batch by batch."""
+    name = name or path.name
+    query = _QUERIES[table](fields, _source_sql(fields, table, path, fmt))
+    schema = _arrow_schema(table)
+    result = _FileResult()
+    with pq.ParquetWriter(out, schema, **_PARQUET_OPTIONS) as writer:
+        for batch in _batches(con, query):
+            good = pa.Table.from_batches([batch])
+            if batch.column("problem").null_count < batch.num_rows:  # some rows to leave out
+                keep = pc.is_null(batch.column("problem"))
+                good = good.filter(keep)
+                bad = batch.filter(pc.invert(keep)).select(["pos", "field", "reason"]).to_pydict()
+                for pos, at, reason in zip(bad["pos"], bad["field"], bad["reason"]):
+                    if reason is not None:  # problem 0 marks a record with an empty list: nothing wrong
+                        result.rejected.append(Rejection(name, pos, at, reason))
+            good = good.select(schema.names).cast(schema)
+            writer.write_table(good)
+            result.rows += good.num_rows
+            result.records = max(result.records, pc.max(batch.column("pos")).as_py() or 0)
+            first_rows = pc.and_(pc.equal(batch.column("idx"), 0), batch.column("list_present"))
+            result.records_with_list += pc.sum(first_rows.cast(pa.int64())).as_py() or 0
+            if table == "objects":
+                result.merged = result.merged or bool(pc.any(batch.column("merged")).as_py())
+    return result
 
 
-def _fetch_rejections(con: duckdb.DuckDBPyConnection, staged: Path, name: str) -> list[Rejection]:
-    rows = con.execute(f"SELECT pos, field, reason FROM read_parquet({_sql_str(staged)}) "
-                       "WHERE reason IS NOT NULL ORDER BY pos, idx, sub").fetchall()
-    return [Rejection(name, int(pos), field, reason) for pos, field, reason in rows]
+def _batches(con: duckdb.DuckDBPyConnection, query: str) -> Iterator[pa.RecordBatch]:
+    """Stream a query's result; errors met mid-stream come through Arrow: give them DuckDB's type back."""
+    reader = con.sql(query).to_arrow_reader(_BATCH_ROWS)
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except (OSError, pa.ArrowException) as error:
+            if str(error).startswith("Invalid Input Error"):
+                raise duckdb.InvalidInputException(str(error)) from error
+            raise
+        yield batch
 
 
 def _top_level_shape(path: Path) -> str | None:
     """None when the file starts a JSON array, else a few words on what it holds instead."""
     with open(path, "rb") as handle:
         head = handle.read(4096)
-    text = head.lstrip(b"\xef\xbb\xbf").lstrip()
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
     if not text:
         return "nothing (empty file)"
     first = text[:1]
@@ -445,8 +497,8 @@ def _salvage_json_array(path: Path, out: Path, name: str) -> Rejection | None:
             i = 0
             return True
 
-        def skip_ws() -> bool:
-            """Advance to the next non-blank character; False at end of file."""
+        def skip_blanks() -> bool:
+            """Advance to the next non-blank character; False at the end of the file."""
             nonlocal i
             while True:
                 while i < len(buf) and buf[i] in " \t\r\n\ufeff":
@@ -459,21 +511,21 @@ def _salvage_json_array(path: Path, out: Path, name: str) -> Rejection | None:
         def broken(reason: str) -> Rejection:
             return Rejection(name, kept + 1, "(record)", f"{reason}; the {kept} records before it were kept")
 
-        if not skip_ws() or buf[i] != "[":
+        if not skip_blanks() or buf[i] != "[":
             return Rejection(name, None, "(file)", "invalid JSON: not a JSON array")
         i += 1
         expect_value = True
         while True:
-            if not skip_ws():
+            if not skip_blanks():
                 return broken("truncated JSON: the file ends before the array is closed")
             if buf[i] == "]" and (kept == 0 or not expect_value):
                 i += 1
-                if skip_ws():
+                if skip_blanks():
                     return Rejection(name, None, "(file)", "invalid JSON: extra data after the array")
                 return None
             if not expect_value:
                 if buf[i] != ",":
-                    return broken(f"invalid JSON: expected ',' or ']' at character {buf[i]!r}")
+                    return broken(f"invalid JSON: expected ',' or ']' but found {buf[i]!r}")
                 i += 1
                 expect_value = True
                 continue
@@ -498,6 +550,13 @@ def _salvage_json_array(path: Path, out: Path, name: str) -> Rejection | None:
 
 # --------------------------------------------------------------------------------------------------
 # SQL building blocks
+#
+# Each table's query yields one row per list element with `pos` (record position), `idx` / `sub`
+# (element indices), `problem` (NULL: keep the row; 0: stand-in row of a record with an empty list;
+# n > 0: the n-th check failed), `field` and `reason` for rejected rows, `list_present`, and the
+# output columns. A check is a triple of SQL (condition, field, reason); the first failing one wins.
+
+Check = tuple[str, str, str]
 
 
 def _sql_str(value: object) -> str:
@@ -515,12 +574,19 @@ def _duck_type(spec: object) -> str:
 class _Fields:
     """SQL that reads one key of a JSON object, for the typed (fast) or the lenient (raw JSON) reader.
 
-    Both readers give the same columns: numbers as read (BIGINT or text, checked with TRY_CAST later),
-    strings, string lists, and the JSON type of a value ('OBJECT', 'ARRAY', ...; NULL when missing).
+    Both give the same columns: numbers as read (BIGINT, or text checked with TRY_CAST), strings,
+    string lists, element lists, and the JSON type of a value ('OBJECT', 'ARRAY', ...; NULL when
+    missing). The typed reader fails on a type mismatch, so there a present value has the right type.
     """
 
     def __init__(self, typed: bool) -> None:
         self.typed = typed
+
+    def record(self) -> str:
+        return "r" if self.typed else "r.rec"
+
+    def record_type(self) -> str:
+        return "'OBJECT'" if self.typed else "json_type(r.rec)"
 
     def child(self, parent: str, key: str) -> str:
         return f'{parent}."{key}"' if self.typed else f"({parent}->'{key}')"
@@ -529,19 +595,18 @@ class _Fields:
         return f'{parent}."{key}"' if self.typed else f"({parent}->>'{key}')"
 
     def strings(self, parent: str, key: str) -> str:
-        if self.typed:
-            return f'{parent}."{key}"'
-        ref = f"({parent}->'{key}')"
-        return f"CASE WHEN json_type({ref}) = 'ARRAY' THEN from_json({ref}, '[\"VARCHAR\"]') END"
+        return self._list(parent, key, "VARCHAR")
 
-    def items(self, parent: str, key: str) -> str:
+    def elements(self, parent: str, key: str) -> str:
+        return self._list(parent, key, "JSON")
+
+    def _list(self, parent: str, key: str, item: str) -> str:
         if self.typed:
             return f'{parent}."{key}"'
         ref = f"({parent}->'{key}')"
-        return f"CASE WHEN json_type({ref}) = 'ARRAY' THEN from_json({ref}, '[\"JSON\"]') END"
+        return f"CASE WHEN json_type({ref}) = 'ARRAY' THEN from_json({ref}, '[\"{item}\"]') END"
 
     def type_of(self, parent: str, key: str, expected: str) -> str:
-        """JSON type of parent[key]: the typed reader only knows present (it would have failed otherwise)."""
         if self.typed:
             return f"CASE WHEN {parent}.\"{key}\" IS NULL THEN NULL ELSE '{expected}' END"
         return f"json_type({parent}->'{key}')"
@@ -553,7 +618,7 @@ class _Fields:
 
 
 def _source_sql(fields: _Fields, table: str, path: Path, fmt: str) -> str:
-    """FROM clause yielding `r.pos` (1-based record position) and the record, as `rec` columns."""
+    """FROM clause yielding `r.pos` (1-based record position) and the record's keys."""
     common = f"format='{fmt}', maximum_object_size={_MAX_OBJECT_BYTES}"
     if fields.typed:
         spec = _RECORD_TYPES[table]
@@ -564,133 +629,148 @@ def _source_sql(fields: _Fields, table: str, path: Path, fmt: str) -> str:
             "WITH ORDINALITY AS r(rec, pos)")
 
 
-def _record(fields: _Fields) -> str:
-    return "r" if fields.typed else "r.rec"
+def _problem_number(checks: list[Check], start: int = 1, before: str = "") -> str:
+    """CASE giving `start + i` for the first failing check i (NULL if none); `before` adds leading WHENs."""
+    whens = " ".join(f"WHEN {cond} THEN {start + i}" for i, (cond, _, _) in enumerate(checks))
+    return f"CASE {before} {whens} END"
 
 
-def _first_problem(checks: list[tuple[str, str, str]]) -> tuple[str, str]:
-    """Two CASE expressions giving the field and the reason of the first failing check (NULL if none)."""
-    field = "CASE " + " ".join(f"WHEN {c} THEN {f}" for c, f, _ in checks) + " END"
-    reason = "CASE " + " ".join(f"WHEN {c} THEN {r}" for c, _, r in checks) + " END"
-    return field, reason
+def _problem_text(checks: list[Check]) -> tuple[str, str]:
+    """CASEs on `problem` giving the field and the reason of check number `problem`."""
+    # The outer CASE keeps the long inner one off the (many) rows that have no problem.
+    field = "CASE problem " + " ".join(f"WHEN {i} THEN {f}" for i, (_, f, _) in enumerate(checks, 1)) + " END"
+    reason = "CASE problem " + " ".join(f"WHEN {i} THEN {r}" for i, (_, _, r) in enumerate(checks, 1)) + " END"
+    return f"CASE WHEN problem > 0 THEN {field} END", f"CASE WHEN problem > 0 THEN {reason} END"
 
 
 def _missing(type_expr: str) -> str:
     return f"({type_expr} IS NULL OR {type_expr} = 'NULL')"
 
 
-def _number_checks(raw: str, field: str, cast: str = "BIGINT") -> list[tuple[str, str, str]]:
-    return [
-        (f"{raw} IS NULL", field, "'missing'"),
-        (f"TRY_CAST({raw} AS DOUBLE) IS NULL", field, f"'not a number: ' || {raw}"),
-        (f"TRY_CAST({raw} AS {cast}) IS NULL", field, f"'number out of range: ' || {raw}"),
-    ]
+def _number_checks(fields: _Fields, raw: str, field: str, cast: str = "BIGINT") -> list[Check]:
+    checks = [(f"{raw} IS NULL", field, "'missing'")]
+    if not fields.typed:  # the typed reader has already refused anything that is not a number
+        checks.append((f"TRY_CAST({raw} AS DOUBLE) IS NULL", field, f"'not a number: ' || {raw}"))
+    if not fields.typed or cast != "BIGINT":
+        checks.append((f"TRY_CAST({raw} AS {cast}) IS NULL", field, f"'number out of range: ' || {raw}"))
+    return checks
 
 
 def _norm(expr: str) -> str:
-    """Lower-case, strip, collapse whitespace runs to one space (as `_normalise` does in Python)."""
-    return f"lower(trim(regexp_replace({expr}, '{_WS_CLASS}+', ' ', 'g')))"
+    """Lower-case, strip, collapse whitespace runs to one space (as `_normalise` does in Python).
+
+    The regular expression runs only on the rare strings that need it: it is the costly part.
+    """
+    needs_regexp = f"regexp_matches({expr}, '[\\t\\n\\r\\f\\v]|  |^ | $')"
+    return (f"CASE WHEN {needs_regexp} THEN lower(trim(regexp_replace({expr}, '{_WS_CLASS}+', ' ', 'g'))) "
+            f"ELSE lower({expr}) END")
 
 
 def _norm_list(expr: str) -> str:
     return f"list_filter(list_transform({expr}, lambda n: {_norm('n')}), lambda n: n <> '')"
 
 
-def _box_columns(p: str) -> str:
-    """Clip columns for box `{p}x_raw`... against `img_w`/`img_h`: `{p}x0, {p}y0, {p}x1, {p}y1` (BIGINT)."""
-    x, y, w, h = (f"TRY_CAST({p}{c}_raw AS INTEGER)::BIGINT" for c in "xywh")
-    return (f"greatest({x}, 0) AS {p}x0, greatest({y}, 0) AS {p}y0, "
-            f"least({x} + {w}, img_w) AS {p}x1, least({y} + {h}, img_h) AS {p}y1")
+def _box_ints(p: str) -> str:
+    return ", ".join(f"TRY_CAST({p}{c}_raw AS INTEGER)::BIGINT AS {p}{c}_int" for c in "xywh")
 
 
-def _box_checks(p: str, field: str) -> list[tuple[str, str, str]]:
-    """Checks on box `{p}x_raw`...; `field` is the SQL of the path prefix, e.g. 'objects[3]'."""
-    checks: list[tuple[str, str, str]] = []
+def _box_clip(p: str) -> str:
+    """Clipped corners `{p}x0, {p}y0` (inclusive) and `{p}x1, {p}y1` (exclusive) inside the image."""
+    return (f"greatest({p}x_int, 0) AS {p}x0, greatest({p}y_int, 0) AS {p}y0, "
+            f"least({p}x_int + {p}w_int, img_w) AS {p}x1, least({p}y_int + {p}h_int, img_h) AS {p}y1")
+
+
+def _box_checks(fields: _Fields, p: str, at: str) -> list[Check]:
+    """Checks on the box `{p}x_raw`...; `at` is the SQL of the element's path, e.g. 'objects[3]'."""
+    checks: list[Check] = []
     for c in "xywh":
-        checks += _number_checks(f"{p}{c}_raw", f"{field} || '.{c}'", "INTEGER")
-    w, h = f"TRY_CAST({p}w_raw AS INTEGER)", f"TRY_CAST({p}h_raw AS INTEGER)"
-    desc = (f"'x=' || {p}x_raw || ' y=' || {p}y_raw || ' w=' || {p}w_raw || ' h=' || {p}h_raw")
+        checks += _number_checks(fields, f"{p}{c}_raw", f"{at} || '.{c}'", "INTEGER")
+    w, h = f"{p}w_int", f"{p}h_int"
+    box = f"'x=' || {p}x_int || ' y=' || {p}y_int || ' w=' || {w} || ' h=' || {h}"
     checks += [
-        (f"{w} < 0 OR {h} < 0", f"{field} || '.' || CASE WHEN {w} < 0 THEN 'w' ELSE 'h' END",
-         f"'negative box size: ' || {desc}"),
-        (f"{w} = 0 OR {h} = 0", f"{field} || '.' || CASE WHEN {w} = 0 THEN 'w' ELSE 'h' END",
-         f"'empty box (zero width or height): ' || {desc}"),
-        (f"{p}x1 <= {p}x0 OR {p}y1 <= {p}y0", field,
-         f"'box entirely outside the ' || img_w || 'x' || img_h || ' image: ' || {desc}"),
+        (f"{w} < 0 OR {h} < 0", f"{at} || CASE WHEN {w} < 0 THEN '.w' ELSE '.h' END",
+         f"'negative box size: ' || {box}"),
+        (f"{w} = 0 OR {h} = 0", f"{at} || CASE WHEN {w} = 0 THEN '.w' ELSE '.h' END",
+         f"'empty box (zero width or height): ' || {box}"),
+        (f"{p}x1 <= {p}x0 OR {p}y1 <= {p}y0", at,
+         f"'box entirely outside the ' || img_w || 'x' || img_h || ' image: ' || {box}"),
     ]
     return checks
 
 
-def _clipped_box(p: str, out: str) -> str:
-    return (f"{p}x0 AS {out}x, {p}y0 AS {out}y, {p}x1 - {p}x0 AS {out}w, {p}y1 - {p}y0 AS {out}h")
+def _box_out(p: str, out: str) -> str:
+    return f"{p}x0 AS {out}x, {p}y0 AS {out}y, {p}x1 - {p}x0 AS {out}w, {p}y1 - {p}y0 AS {out}h"
 
 
-def _record_stage(fields: _Fields, source: str, list_key: str) -> str:
-    """CTEs `rec` (one row per record, record-level checks) and `item` (one row per list element).
-
-    A record that fails a record-level check yields one `item` row (element NULL) carrying the reason,
-    so it is rejected once, not once per element.
-    """
-    rec = _record(fields)
-    image_id = fields.scalar(rec, "image_id")
-    list_type = fields.type_of(rec, list_key, "ARRAY")
-    rec_type = "'OBJECT'" if fields.typed else f"json_type({rec})"
-    checks = [
+def _record_checks(fields: _Fields, list_key: str) -> list[Check]:
+    return [
         ("rec_type <> 'OBJECT'", "'(record)'", "'not a JSON object: ' || rec_type"),
-        *_number_checks("image_id_raw", "'image_id'"),
-        ("d.image_id IS NULL", "'image_id'",
-         f"'image_id ' || image_id_raw || ' is not a valid image of {IMAGE_FILE}'"),
+        *_number_checks(fields, "image_id_raw", "'image_id'"),
+        ("image_id IS NULL", "'image_id'", f"'image_id ' || image_id_raw || ' is not a valid image of {IMAGE_FILE}'"),
         (_missing("list_type"), f"'{list_key}'", "'missing'"),
         ("list_type <> 'ARRAY'", f"'{list_key}'", "'not a list: ' || list_type"),
     ]
-    field, reason = _first_problem(checks)
+
+
+def _record_stage(fields: _Fields, source: str, list_key: str) -> str:
+    """CTEs `rec` (one row per record, with `rec_problem`) and `item` (one row per list element, `o`).
+
+    A rejected record, or one with an empty list, yields one `item` row (element NULL, `stand_in`),
+    so it is rejected once rather than once per element, and every record is seen.
+    """
+    rec = fields.record()
     return f"""
     src AS (
-        SELECT r.pos AS pos, {rec_type} AS rec_type, {image_id} AS image_id_raw,
-               {list_type} AS list_type, {fields.items(rec, list_key)} AS items
+        SELECT r.pos AS pos, {fields.record_type()} AS rec_type, {fields.scalar(rec, 'image_id')} AS image_id_raw,
+               {fields.type_of(rec, list_key, 'ARRAY')} AS list_type, {fields.elements(rec, list_key)} AS items
         FROM {source}
     ),
     rec AS (
-        SELECT src.pos, src.image_id_raw, d.image_id, d.width AS img_w, d.height AS img_h,
-               NOT {_missing('list_type')} AS list_present, src.items,
-               {field} AS rec_field, {reason} AS rec_reason
-        FROM src LEFT JOIN dims d ON d.image_id = TRY_CAST(src.image_id_raw AS BIGINT)
+        SELECT *, {_problem_number(_record_checks(fields, list_key))} AS rec_problem
+        FROM (SELECT src.*, d.image_id, d.width AS img_w, d.height AS img_h,
+                     NOT {_missing('list_type')} AS list_present
+              FROM src LEFT JOIN dims d ON d.image_id = TRY_CAST(src.image_id_raw AS BIGINT))
     ),
     item AS (
-        SELECT pos, image_id, img_w, img_h, list_present, rec_field, rec_reason,
-               generate_subscripts(lst, 1) - 1 AS idx, unnest(lst) AS o
-        FROM (SELECT *, CASE WHEN rec_reason IS NULL THEN items ELSE [NULL] END AS lst FROM rec)
+        SELECT pos, rec_type, image_id_raw, list_type, image_id, img_w, img_h, list_present, rec_problem,
+               stand_in, generate_subscripts(lst, 1) - 1 AS idx, unnest(lst) AS o
+        FROM (SELECT *, rec_problem IS NOT NULL OR coalesce(len(items), 0) = 0 AS stand_in,
+                     CASE WHEN rec_problem IS NULL AND len(items) > 0 THEN items ELSE [NULL] END AS lst
+              FROM rec)
     )"""
 
 
+def _item_problem(record_checks: list[Check], item_checks: list[Check]) -> str:
+    """Problem number of an element: its record's, else 0 for a stand-in row, else its first failing check."""
+    return _problem_number(item_checks, start=len(record_checks) + 1,
+                           before="WHEN rec_problem IS NOT NULL THEN rec_problem WHEN stand_in THEN 0")
+
+
 def _images_sql(fields: _Fields, source: str) -> str:
-    rec = _record(fields)
-    rec_type = "'OBJECT'" if fields.typed else f"json_type({rec})"
+    rec = fields.record()
     raw = {k: fields.scalar(rec, k) for k in ("image_id", "width", "height", "url", "coco_id", "flickr_id")}
     checks = [
         ("rec_type <> 'OBJECT'", "'(record)'", "'not a JSON object: ' || rec_type"),
-        *_number_checks("image_id_raw", "'image_id'"),
+        *_number_checks(fields, "image_id_raw", "'image_id'"),
         ("dup > 1", "'image_id'", "'duplicate image_id ' || image_id || ' (first at record ' || first_pos || ')'"),
-        *_number_checks("width_raw", "'width'", "INTEGER"),
+        *_number_checks(fields, "width_raw", "'width'", "INTEGER"),
         ("width <= 0", "'width'", "'not a positive size: ' || width_raw"),
-        *_number_checks("height_raw", "'height'", "INTEGER"),
+        *_number_checks(fields, "height_raw", "'height'", "INTEGER"),
         ("height <= 0", "'height'", "'not a positive size: ' || height_raw"),
         ("url IS NULL", "'url'", "'missing'"),
         ("folder = ''", "'url'", "'names neither VG_100K/ nor VG_100K_2/: ' || url"),
-        ("coco_id_raw IS NOT NULL AND TRY_CAST(coco_id_raw AS BIGINT) IS NULL", "'coco_id'",
-         "'not a number: ' || coco_id_raw"),
-        ("flickr_id_raw IS NOT NULL AND TRY_CAST(flickr_id_raw AS BIGINT) IS NULL", "'flickr_id'",
-         "'not a number: ' || flickr_id_raw"),
+        ("coco_id_raw IS NOT NULL AND coco_id IS NULL", "'coco_id'", "'not a number: ' || coco_id_raw"),
+        ("flickr_id_raw IS NOT NULL AND flickr_id IS NULL", "'flickr_id'", "'not a number: ' || flickr_id_raw"),
     ]
-    field, reason = _first_problem(checks)
+    field, reason = _problem_text(checks)
     return f"""
     WITH src AS (
-        SELECT r.pos AS pos, {rec_type} AS rec_type,
+        SELECT r.pos AS pos, {fields.record_type()} AS rec_type,
                {raw['image_id']} AS image_id_raw, {raw['width']} AS width_raw, {raw['height']} AS height_raw,
                {raw['url']} AS url, {raw['coco_id']} AS coco_id_raw, {raw['flickr_id']} AS flickr_id_raw
         FROM {source}
     ),
-    typed AS (
+    parsed AS (
         SELECT *, TRY_CAST(image_id_raw AS BIGINT) AS image_id,
                TRY_CAST(width_raw AS INTEGER) AS width, TRY_CAST(height_raw AS INTEGER) AS height,
                regexp_extract(url, '(VG_100K(_2)?)/[^/]+$', 1) AS folder,
@@ -699,34 +779,66 @@ def _images_sql(fields: _Fields, source: str) -> str:
         FROM src
     ),
     numbered AS (
-        SELECT *, CASE WHEN image_id IS NULL THEN 1
-                       ELSE row_number() OVER (PARTITION BY image_id ORDER BY pos) END AS dup,
-                  min(pos) OVER (PARTITION BY image_id) AS first_pos
-        FROM typed
+        SELECT *, {_problem_number(checks)} AS problem
+        FROM (SELECT *, CASE WHEN image_id IS NULL THEN 1
+                             ELSE row_number() OVER (PARTITION BY image_id ORDER BY pos) END AS dup,
+                        min(pos) OVER (PARTITION BY image_id) AS first_pos
+              FROM parsed)
     )
-    SELECT pos, 0 AS idx, 0 AS sub, TRUE AS is_row, TRUE AS list_present, {field} AS field, {reason} AS reason,
+    SELECT pos, 0 AS idx, 0 AS sub, problem, {field} AS field, {reason} AS reason, TRUE AS list_present,
            image_id, width, height, url, folder, folder || '/' || file_name AS image_path, coco_id, flickr_id
     FROM numbered ORDER BY pos"""
+
+
+def _name_checks(at: str, prefix: str = "", empty: str = "len(names) = 0") -> list[Check]:
+    """Checks on `{prefix}names_raw` / `{prefix}name_raw`; `empty` tests the normalised result."""
+    p = prefix
+    return [
+        (f"{p}names_raw IS NULL AND {p}names_type IS NOT NULL AND {p}names_type <> 'NULL'", f"{at} || '.names'",
+         f"'not a list: ' || {p}names_type"),
+        (f"{p}names_raw IS NULL AND {p}name_raw IS NULL", f"{at} || '.names'", "'missing (neither names nor name)'"),
+        (empty, f"{at} || '.names'", "'empty names'"),
+    ]
+
+
+def _first_name_sql(p: str = "") -> str:
+    """`{p}name1`: the first entry of `names` (or the string `name`), normalised."""
+    return f"{_norm(f'coalesce({p}names_raw[1], {p}name_raw)')} AS {p}name1"
+
+
+def _names_sql(p: str = "") -> str:
+    """`{p}names`: all names (`names`, else [`name`]), normalised, blanks dropped; needs `{p}name1`.
+
+    Nearly every object has exactly one name: that case skips the per-element lambda.
+    """
+    one = f"CASE WHEN {p}name1 = '' THEN [] ELSE [{p}name1] END"
+    return (f"CASE WHEN {p}names_raw IS NULL AND {p}name_raw IS NULL THEN NULL "
+            f"WHEN {p}names_raw IS NULL OR len({p}names_raw) = 1 THEN {one} "
+            f"ELSE {_norm_list(f'{p}names_raw')} END AS {p}names")
+
+
+def _entity_name_sql(p: str) -> str:
+    """`{p}name`: the first non-blank of `name` / `names`, normalised (relationships keep no list)."""
+    return (f"coalesce(nullif({_norm(f'{p}name_raw')}, ''), nullif({_norm(f'{p}names_raw[1]')}, ''), "
+            f"{_norm_list(f'{p}names_raw')}[1]) AS {p}name")
 
 
 def _objects_sql(fields: _Fields, source: str) -> str:
     f = fields
     at = "'objects[' || idx || ']'"
-    checks = [
-        ("rec_reason IS NOT NULL", "rec_field", "rec_reason"),
+    record_checks = _record_checks(f, "objects")
+    item_checks = [
         ("item_type <> 'OBJECT'", at, "'not a JSON object: ' || item_type"),
-        *_number_checks("object_id_raw", f"{at} || '.object_id'"),
-        *_box_checks("", at),
-        ("names_raw IS NULL AND names_type IS NOT NULL AND names_type <> 'NULL'", f"{at} || '.names'",
-         "'not a list: ' || names_type"),
-        ("names_raw IS NULL AND name_raw IS NULL", f"{at} || '.names'", "'missing'"),
-        ("len(names) = 0", f"{at} || '.names'", "'empty names'"),
+        *_number_checks(f, "object_id_raw", f"{at} || '.object_id'"),
+        *_box_checks(f, "", at),
+        *_name_checks(at),
     ]
-    field, reason = _first_problem(checks)
+    field, reason = _problem_text(record_checks + item_checks)
     return f"""
     WITH {_record_stage(f, source, 'objects')},
     flat AS (
-        SELECT pos, idx, image_id, img_w, img_h, list_present, rec_field, rec_reason,
+        SELECT pos, idx, rec_type, image_id_raw, list_type, image_id, img_w, img_h, list_present,
+               rec_problem, stand_in,
                {f.value_type('o', 'OBJECT')} AS item_type,
                {f.scalar('o', 'object_id')} AS object_id_raw,
                {f.scalar('o', 'x')} AS x_raw, {f.scalar('o', 'y')} AS y_raw,
@@ -737,111 +849,106 @@ def _objects_sql(fields: _Fields, source: str) -> str:
                {f.type_of('o', 'merged_object_ids', 'ARRAY')} IS NOT NULL AS merged
         FROM item
     ),
-    normed AS (
-        SELECT *, {_norm_list('coalesce(names_raw, [name_raw])')} AS names, {_box_columns('')}
-        FROM flat
-    )
-    SELECT pos, idx, 0 AS sub, rec_reason IS NULL AS is_row, list_present, merged,
-           {field} AS field, {reason} AS reason,
+    named AS (SELECT *, {_first_name_sql()}, {_box_ints('')} FROM flat),
+    normed AS (SELECT *, {_names_sql()}, {_box_clip('')} FROM named),
+    numbered AS (SELECT *, {_item_problem(record_checks, item_checks)} AS problem FROM normed)
+    SELECT pos, idx, 0 AS sub, problem, {field} AS field, {reason} AS reason, list_present, merged,
            image_id, TRY_CAST(object_id_raw AS BIGINT) AS object_id,
            coalesce(alias.canonical, names[1]) AS name, names, coalesce(synsets, []) AS synsets,
-           {_clipped_box('', '')},
-           (x0 <> TRY_CAST(x_raw AS BIGINT) OR y0 <> TRY_CAST(y_raw AS BIGINT)
-            OR x1 <> TRY_CAST(x_raw AS BIGINT) + TRY_CAST(w_raw AS BIGINT)
-            OR y1 <> TRY_CAST(y_raw AS BIGINT) + TRY_CAST(h_raw AS BIGINT)) AS clipped
-    FROM normed LEFT JOIN object_alias alias ON alias.alias = names[1]"""
+           {_box_out('', '')},
+           (x0 <> x_int OR y0 <> y_int OR x1 <> x_int + w_int OR y1 <> y_int + h_int) AS clipped
+    FROM numbered LEFT JOIN object_alias alias ON alias.alias = names[1]"""
 
 
-def _entity(fields: _Fields, side: str) -> str:
-    """Flat raw columns of a relationship's subject/object: `{side}_x_raw`, `{side}_name_raw`, ..."""
+def _entity_sql(fields: _Fields, side: str) -> str:
+    """Raw columns of a relationship's subject/object: `{side}_type`, `{side}_x_raw`, `{side}_name_raw`..."""
     f, e = fields, fields.child("o", side)
-    return (f"{f.type_of('o', side, 'OBJECT')} AS {side}_type, "
-            f"{f.scalar(e, 'object_id')} AS {side}_id_raw, "
-            + ", ".join(f"{f.scalar(e, c)} AS {side}_{c}_raw" for c in "xywh") + ", "
-            f"{f.scalar(e, 'name')} AS {side}_name_raw, {f.strings(e, 'names')} AS {side}_names_raw, "
-            f"{f.type_of(e, 'names', 'ARRAY')} AS {side}_names_type")
+    return ", ".join([
+        f"{f.type_of('o', side, 'OBJECT')} AS {side}_type",
+        f"{f.scalar(e, 'object_id')} AS {side}_id_raw",
+        *(f"{f.scalar(e, c)} AS {side}_{c}_raw" for c in "xywh"),
+        f"{f.scalar(e, 'name')} AS {side}_name_raw",
+        f"{f.strings(e, 'names')} AS {side}_names_raw",
+        f"{f.type_of(e, 'names', 'ARRAY')} AS {side}_names_type",
+    ])
 
 
-def _entity_checks(side: str, at: str) -> list[tuple[str, str, str]]:
+def _entity_checks(fields: _Fields, side: str, at: str) -> list[Check]:
     here = f"{at} || '.{side}'"
     return [
         (_missing(f"{side}_type"), here, "'missing'"),
         (f"{side}_type <> 'OBJECT'", here, f"'not a JSON object: ' || {side}_type"),
-        *_number_checks(f"{side}_id_raw", f"{here} || '.object_id'"),
-        (f"{side}_name_raw IS NULL AND {side}_names_raw IS NULL", f"{here} || '.name'",
-         "'missing (neither name nor names)'"),
-        (f"{side}_norm_name IS NULL", f"{here} || '.name'", "'empty name'"),
-        *_box_checks(f"{side}_", here),
+        *_number_checks(fields, f"{side}_id_raw", f"{here} || '.object_id'"),
+        *_name_checks(here, f"{side}_", empty=f"{side}_name IS NULL"),
+        *_box_checks(fields, f"{side}_", here),
     ]
 
 
 def _relationships_sql(fields: _Fields, source: str) -> str:
     f = fields
     at = "'relationships[' || idx || ']'"
-    checks = [
-        ("rec_reason IS NOT NULL", "rec_field", "rec_reason"),
+    record_checks = _record_checks(f, "relationships")
+    item_checks = [
         ("item_type <> 'OBJECT'", at, "'not a JSON object: ' || item_type"),
-        *_number_checks("relationship_id_raw", f"{at} || '.relationship_id'"),
+        *_number_checks(f, "relationship_id_raw", f"{at} || '.relationship_id'"),
         ("predicate_raw IS NULL", f"{at} || '.predicate'", "'missing'"),
-        ("norm_predicate = ''", f"{at} || '.predicate'", "'empty predicate'"),
-        *_entity_checks("subject", at),
-        *_entity_checks("object", at),
+        ("predicate_norm = ''", f"{at} || '.predicate'", "'empty predicate'"),
+        *_entity_checks(f, "subject", at),
+        *_entity_checks(f, "object", at),
     ]
-    field, reason = _first_problem(checks)
-    sides = ("subject", "object")
-    # `name` (a string) when it is there and not blank, else the first non-blank entry of `names`.
-    entity_names = ", ".join(
-        f"coalesce(nullif({_norm(f'{s}_name_raw')}, ''), {_norm_list(f'{s}_names_raw')}[1]) AS {s}_norm_name"
-        for s in sides)
+    field, reason = _problem_text(record_checks + item_checks)
     return f"""
     WITH {_record_stage(f, source, 'relationships')},
     flat AS (
-        SELECT pos, idx, image_id, img_w, img_h, list_present, rec_field, rec_reason,
+        SELECT pos, idx, rec_type, image_id_raw, list_type, image_id, img_w, img_h, list_present,
+               rec_problem, stand_in,
                {f.value_type('o', 'OBJECT')} AS item_type,
                {f.scalar('o', 'relationship_id')} AS relationship_id_raw,
                {f.scalar('o', 'predicate')} AS predicate_raw,
                {f.strings('o', 'synsets')} AS synsets,
-               {_entity(f, 'subject')}, {_entity(f, 'object')}
+               {_entity_sql(f, 'subject')}, {_entity_sql(f, 'object')}
         FROM item
     ),
     normed AS (
-        SELECT *, {_norm('predicate_raw')} AS norm_predicate, {entity_names},
-               {_box_columns('subject_')}, {_box_columns('object_')}
+        SELECT *, {_norm('predicate_raw')} AS predicate_norm, {_entity_name_sql('subject_')},
+               {_entity_name_sql('object_')},
+               {_box_ints('subject_')}, {_box_ints('object_')}
         FROM flat
-    )
-    SELECT pos, idx, 0 AS sub, rec_reason IS NULL AS is_row, list_present,
-           {field} AS field, {reason} AS reason,
+    ),
+    clipped AS (SELECT *, {_box_clip('subject_')}, {_box_clip('object_')} FROM normed),
+    numbered AS (SELECT *, {_item_problem(record_checks, item_checks)} AS problem FROM clipped)
+    SELECT pos, idx, 0 AS sub, problem, {field} AS field, {reason} AS reason, list_present,
            image_id, TRY_CAST(relationship_id_raw AS BIGINT) AS relationship_id,
-           coalesce(pa.canonical, norm_predicate) AS predicate, coalesce(synsets, []) AS synsets,
+           coalesce(pa.canonical, predicate_norm) AS predicate, coalesce(synsets, []) AS synsets,
            TRY_CAST(subject_id_raw AS BIGINT) AS subject_id,
-           coalesce(sa.canonical, subject_norm_name) AS subject_name, {_clipped_box('subject_', 'subject_')},
+           coalesce(sa.canonical, subject_name) AS subject_name, {_box_out('subject_', 'subject_')},
            TRY_CAST(object_id_raw AS BIGINT) AS object_id,
-           coalesce(oa.canonical, object_norm_name) AS object_name, {_clipped_box('object_', 'object_')}
-    FROM normed
-    LEFT JOIN relationship_alias pa ON pa.alias = norm_predicate
-    LEFT JOIN object_alias sa ON sa.alias = subject_norm_name
-    LEFT JOIN object_alias oa ON oa.alias = object_norm_name"""
+           coalesce(oa.canonical, object_name) AS object_name, {_box_out('object_', 'object_')}
+    FROM numbered
+    LEFT JOIN relationship_alias pa ON pa.alias = predicate_norm
+    LEFT JOIN object_alias sa ON sa.alias = subject_name
+    LEFT JOIN object_alias oa ON oa.alias = object_name"""
 
 
 def _attributes_sql(fields: _Fields, source: str) -> str:
     f = fields
     at = "'attributes[' || idx || ']'"
+    record_checks = _record_checks(f, "attributes")
     object_checks = [
-        ("rec_reason IS NOT NULL", "rec_field", "rec_reason"),
         ("item_type <> 'OBJECT'", at, "'not a JSON object: ' || item_type"),
-        *_number_checks("object_id_raw", f"{at} || '.object_id'"),
-        ("names_raw IS NULL AND names_type IS NOT NULL AND names_type <> 'NULL'", f"{at} || '.names'",
-         "'not a list: ' || names_type"),
-        ("names_raw IS NULL AND name_raw IS NULL", f"{at} || '.names'", "'missing'"),
-        ("len(names) = 0", f"{at} || '.names'", "'empty names'"),
+        *_number_checks(f, "object_id_raw", f"{at} || '.object_id'"),
+        *_name_checks(at),
         ("attributes_raw IS NULL AND attributes_type IS NOT NULL AND attributes_type <> 'NULL'",
          f"{at} || '.attributes'", "'not a list: ' || attributes_type"),
     ]
-    obj_field, obj_reason = _first_problem(object_checks)
+    empty_attribute = [("attribute IS NULL OR attribute = ''", f"{at} || '.attributes[' || sub || ']'",
+                        "'empty attribute'")]
+    checks = record_checks + object_checks + empty_attribute
+    field, reason = _problem_text(checks)
     return f"""
     WITH {_record_stage(f, source, 'attributes')},
     flat AS (
-        SELECT pos, idx, image_id, list_present, rec_field, rec_reason,
+        SELECT pos, idx, rec_type, image_id_raw, list_type, image_id, list_present, rec_problem, stand_in,
                {f.value_type('o', 'OBJECT')} AS item_type,
                {f.scalar('o', 'object_id')} AS object_id_raw,
                {f.strings('o', 'names')} AS names_raw, {f.type_of('o', 'names', 'ARRAY')} AS names_type,
@@ -851,26 +958,27 @@ def _attributes_sql(fields: _Fields, source: str) -> str:
         FROM item
     ),
     checked AS (
-        SELECT *, {obj_field} AS obj_field, {obj_reason} AS obj_reason
-        FROM (SELECT *, {_norm_list('coalesce(names_raw, [name_raw])')} AS names FROM flat)
+        SELECT *, {_item_problem(record_checks, object_checks)} AS object_problem
+        FROM (SELECT *, {_names_sql()} FROM (SELECT *, {_first_name_sql()} FROM flat))
     ),
     pairs AS (
-        -- objects without attributes give no row; a rejected object gives one row carrying its reason
-        SELECT *, generate_subscripts(alst, 1) - 1 AS aidx, unnest(alst) AS attribute_raw
-        FROM (SELECT *, CASE WHEN obj_reason IS NULL THEN coalesce(attributes_raw, []) ELSE [NULL] END AS alst
+        -- an object without attributes gives no row; a rejected object gives one row carrying its problem
+        SELECT * EXCLUDE (lst, attributes_raw), generate_subscripts(lst, 1) - 1 AS sub, unnest(lst) AS attribute_raw
+        FROM (SELECT *, CASE WHEN object_problem IS NOT NULL THEN [NULL]
+                             ELSE coalesce(attributes_raw, []) END AS lst
               FROM checked)
+    ),
+    numbered AS (
+        SELECT *, coalesce(object_problem, {_problem_number(empty_attribute, start=len(checks))}) AS problem
+        FROM (SELECT *, {_norm('attribute_raw')} AS attribute FROM pairs)
     )
-    SELECT pos, idx, aidx AS sub, obj_reason IS NULL AS is_row, list_present,
-           coalesce(obj_field, CASE WHEN {_norm('attribute_raw')} = '' OR attribute_raw IS NULL
-                                    THEN {at} || '.attributes[' || aidx || ']' END) AS field,
-           coalesce(obj_reason, CASE WHEN {_norm('attribute_raw')} = '' OR attribute_raw IS NULL
-                                     THEN 'empty attribute' END) AS reason,
+    SELECT pos, idx, sub, problem, {field} AS field, {reason} AS reason, list_present,
            image_id, TRY_CAST(object_id_raw AS BIGINT) AS object_id,
-           coalesce(alias.canonical, names[1]) AS name, {_norm('attribute_raw')} AS attribute
-    FROM pairs LEFT JOIN object_alias alias ON alias.alias = names[1]"""
+           coalesce(alias.canonical, names[1]) AS name, attribute
+    FROM numbered LEFT JOIN object_alias alias ON alias.alias = names[1]"""
 
 
-_STAGE_BUILDERS = {
+_QUERIES = {
     "images": _images_sql,
     "objects": _objects_sql,
     "relationships": _relationships_sql,
@@ -916,4 +1024,22 @@ def _read_aliases(path: Path) -> tuple[dict[str, str], list[Rejection]]:
                     problems.append(Rejection(
                         path.name, number, synonym,
                         f"already an alias of '{known}' (line {first_line[synonym]}); kept that"))
-    return aliases, problems
+    return _follow_chains(aliases, first_line, path.name, problems), problems
+
+
+def _follow_chains(aliases: dict[str, str], first_line: dict[str, int], name: str,
+                   problems: list[Rejection]) -> dict[str, str]:
+    """Map each synonym to the end of its chain (a -> b, b -> c gives a -> c); a cycle stops early."""
+    resolved: dict[str, str] = {}
+    for synonym in aliases:
+        path = [synonym]
+        target = aliases[synonym]
+        while target in aliases and target not in path:
+            path.append(target)
+            target = aliases[target]
+        if target in path:  # a cycle: keep the last name before it repeats
+            problems.append(Rejection(name, first_line[synonym], synonym,
+                                      "alias cycle: " + " -> ".join([*path, target])))
+            target = path[-1] if path[-1] != synonym else aliases[synonym]
+        resolved[synonym] = target
+    return resolved

@@ -90,6 +90,7 @@ OBJECTS: tuple[ObjectKind, ...] = (
     _kind("bench", "bench.n.01", _FLAT, 0.2, STANDING, (0.15, 0.25), 0.5, "benches", "wooden,empty,brown"),
     _kind("man", "man.n.01", _FLAT, 0.3, STANDING, (0.08, 0.14), 2.6, "men", "standing,walking,young"),
     _kind("woman", "woman.n.01", _FLAT, 0.3, STANDING, (0.08, 0.14), 2.6, "women", "standing,smiling,young"),
+    # Parts only: their boxes come from the person wearing them.
     _kind("shirt", "shirt.n.01", _FLAT, 0.2, PART, (0.0, 0.0), 0.0, "shirts", "red,white,short sleeved"),
     _kind("hat", "hat.n.01", _FLAT, 0.2, PART, (0.0, 0.0), 0.0, "hats", "black,dark"),
     # everyday objects with a mild lean
@@ -158,9 +159,8 @@ OBJECTS: tuple[ObjectKind, ...] = (
 KIND_INDEX: dict[str, int] = {k.name: i for i, k in enumerate(OBJECTS)}
 N_KINDS = len(OBJECTS)
 
-# Kinds that carry parts of their own, and the parts they carry.
+# Kinds that wear shirts and hats.
 PEOPLE = ("man", "woman")
-WEARABLES = ("shirt", "hat")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from emo_pipeline.atomic import atomic_output
 from emo_pipeline.synthetic import grammar as g
 from emo_pipeline.synthetic.scenes import SceneBatch
 
@@ -283,9 +282,13 @@ def render_esm(batch: SceneBatch, i: int) -> Image.Image:
 
 
 def save_jpeg(image: Image.Image, path: Path) -> None:
-    """Write a JPEG atomically with fixed encoder settings, so the same picture gives the same bytes."""
-    with atomic_output(path) as tmp:
-        if image.mode == "L":
-            image.save(tmp, format="JPEG", quality=JPEG_QUALITY)
-        else:
-            image.save(tmp, format="JPEG", quality=JPEG_QUALITY, subsampling=JPEG_SUBSAMPLING)
+    """Write a JPEG with fixed encoder settings, so the same picture gives the same bytes.
+
+    Pictures are written straight to their name: the writers work inside write_world's staging
+    folder, which is moved into place only once complete.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if image.mode == "L":
+        image.save(path, format="JPEG", quality=JPEG_QUALITY)
+    else:
+        image.save(path, format="JPEG", quality=JPEG_QUALITY, subsampling=JPEG_SUBSAMPLING)
