@@ -337,8 +337,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true",
                         help="keep the full-size input and the Parquet outputs "
                              "(a later run reuses the input)")
-    parser.add_argument("--source", choices=("synthetic", "sample"), default=None,
-                        help="full-size input: the synthetic world (default when available) "
+    parser.add_argument("--source", choices=("synthetic", "sample"), default="synthetic",
+                        help="full-size input: the synthetic world (default) "
                              "or the real sample repeated")
     parser.add_argument("--cores", type=int, default=2, help="CPUs each child is pinned to, and DuckDB threads")
     parser.add_argument("--memory-limit", default="1GB", help="DuckDB memory limit (default: %(default)s)")
@@ -352,13 +352,6 @@ def main() -> None:
         return
 
     source = args.source
-    if source is None:
-        try:
-            import emo_pipeline.synthetic  # noqa: F401
-
-            source = "synthetic"
-        except ImportError:
-            source = "sample"
     workdir = args.workdir.resolve()
     existed = (workdir / source / COMPLETE).is_file()
     root = full_size_input(workdir, source)

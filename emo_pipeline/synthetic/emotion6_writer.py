@@ -14,10 +14,9 @@ import numpy as np
 
 from emo_pipeline.atomic import write_text_atomic
 from emo_pipeline.emotions import EMOTIONS, KEYWORDS
-from emo_pipeline.synthetic import grammar as g
 from emo_pipeline.synthetic.annotation import Annotations, annotate, format_number
 from emo_pipeline.synthetic.render import render_scene, save_jpeg
-from emo_pipeline.synthetic.scenes import SceneBatch, SceneStyle, picture_sizes, sample_scenes
+from emo_pipeline.synthetic.scenes import SceneBatch, SceneStyle, sample_keyword_folders
 
 # The exact header line of the real ground_truth.txt (TAB-separated).
 HEADER = "\t".join(["[image_filename]", "[valence]", "[arousal]"] + [f"[prob. {e}]" for e in EMOTIONS])
@@ -75,22 +74,16 @@ def write_emotion6(root: Path, rng: np.random.Generator, render_rng: np.random.G
                    long_side: int, progress: Callable[[str], None] | None = None,
                    ) -> tuple[SceneBatch, list[str], Annotations]:
     """Write the folder under `root`; return the scenes, their relative paths and their annotations."""
-    n = len(KEYWORDS) * per_keyword
-    keyword = np.repeat(np.arange(len(KEYWORDS)), per_keyword)
-    number = np.tile(np.arange(1, per_keyword + 1), len(KEYWORDS))
-    keys = [f"{KEYWORDS[k]}/{j}.jpg" for k, j in zip(keyword, number)]
-    moods = np.where(rng.random(n) < KEYWORD_MOOD_SHARE, keyword, rng.integers(0, g.N_EMOTIONS, n))
-    width, height = picture_sizes(rng, n, ((long_side, 1.0),))
-    batch = sample_scenes(rng, moods, width, height, STYLE)
+    keys, batch = sample_keyword_folders(rng, per_keyword, KEYWORD_MOOD_SHARE, long_side, STYLE)
     annotations = annotate(rng, batch)
     order = _row_order(rng, per_keyword)
 
     for i, key in enumerate(keys):
         save_jpeg(render_scene(batch, i, render_rng), root / "images" / key)
     if progress:
-        progress(f"Emotion6: {n} images written")
+        progress(f"Emotion6: {len(keys)} images written")
     write_text_atomic(ground_truth_text(keys, annotations, order), root / "ground_truth.txt")
     write_text_atomic(README, root / "readme.txt")
     if progress:
-        progress(f"Emotion6: ground_truth.txt written ({n} rows)")
+        progress(f"Emotion6: ground_truth.txt written ({len(keys)} rows)")
     return batch, keys, annotations

@@ -17,9 +17,8 @@ import numpy as np
 
 from emo_pipeline.atomic import write_text_atomic
 from emo_pipeline.emotions import KEYWORDS
-from emo_pipeline.synthetic import grammar as g
 from emo_pipeline.synthetic.render import render_esm, render_scene, save_jpeg
-from emo_pipeline.synthetic.scenes import SceneBatch, SceneStyle, picture_sizes, sample_scenes
+from emo_pipeline.synthetic.scenes import SceneBatch, SceneStyle, sample_keyword_folders
 
 # EmotionROI pictures were chosen to show their emotion clearly: most scenes are built around it.
 FOLDER_MOOD_SHARE = 0.85
@@ -41,13 +40,7 @@ def split_lines(rng: np.random.Generator, per_emotion: int) -> tuple[list[str], 
 def write_emotionroi(root: Path, rng: np.random.Generator, render_rng: np.random.Generator, per_emotion: int,
                      long_side: int, progress: Callable[[str], None] | None = None) -> tuple[SceneBatch, list[str]]:
     """Write the folder under `root`; return the scenes and their relative paths (`anger/1.jpg`)."""
-    n = len(KEYWORDS) * per_emotion
-    emotion = np.repeat(np.arange(len(KEYWORDS)), per_emotion)
-    number = np.tile(np.arange(1, per_emotion + 1), len(KEYWORDS))
-    keys = [f"{KEYWORDS[e]}/{j}.jpg" for e, j in zip(emotion, number)]
-    moods = np.where(rng.random(n) < FOLDER_MOOD_SHARE, emotion, rng.integers(0, g.N_EMOTIONS, n))
-    width, height = picture_sizes(rng, n, ((long_side, 1.0),))
-    batch = sample_scenes(rng, moods, width, height, STYLE)
+    keys, batch = sample_keyword_folders(rng, per_emotion, FOLDER_MOOD_SHARE, long_side, STYLE)
     training, testing = split_lines(rng, per_emotion)
 
     for i, key in enumerate(keys):
@@ -57,6 +50,6 @@ def write_emotionroi(root: Path, rng: np.random.Generator, render_rng: np.random
     write_text_atomic("".join(f"{line}\n" for line in training), split / "training.txt")
     write_text_atomic("".join(f"{line}\n" for line in testing), split / "testing.txt")
     if progress:
-        progress(f"EmotionROI: {n} images and emotion stimuli maps written "
+        progress(f"EmotionROI: {len(keys)} images and emotion stimuli maps written "
                  f"({len(training)} training, {len(testing)} testing)")
     return batch, keys

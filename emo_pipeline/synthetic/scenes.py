@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emo_pipeline.emotions import KEYWORDS
 from emo_pipeline.synthetic import grammar as g
 
 # Share of scenes that are outdoors (sky and ground bands, trees, buildings) rather than indoors.
@@ -264,3 +265,20 @@ def _windows(rng: np.random.Generator, kind: np.ndarray, x: np.ndarray, y: np.nd
     ph = np.minimum(pw * 1.3, 0.2 * h[host])
     py = y[host] + h[host] * rng.uniform(0.08, 0.7, len(host))
     return host, np.full(len(host), g.KIND_INDEX["window"]), (px, py, pw, ph)
+
+
+def sample_keyword_folders(rng: np.random.Generator, per_folder: int, mood_share: float, long_side: int,
+                           style: SceneStyle) -> tuple[list[str], SceneBatch]:
+    """Scenes for `<keyword>/<n>.jpg` folders (Emotion6, EmotionROI): keys in folder order, and the batch.
+
+    A share `mood_share` of each folder's scenes is composed around the folder's emotion, the rest
+    around a random one.
+    """
+    n = len(KEYWORDS) * per_folder
+    folder = np.repeat(np.arange(len(KEYWORDS)), per_folder)
+    number = np.tile(np.arange(1, per_folder + 1), len(KEYWORDS))
+    keys = [f"{KEYWORDS[k]}/{j}.jpg" for k, j in zip(folder, number)]
+    moods = np.where(rng.random(n) < mood_share, folder, rng.integers(0, g.N_EMOTIONS, n))
+    width, height = picture_sizes(rng, n, ((long_side, 1.0),))
+    return keys, sample_scenes(rng, moods, width, height, style)
+
