@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--out", required=True, help="folder to write Emotion6/, EmotionROI/ and VG/ into")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--scale", choices=["demo", "vg-full"], default="demo")
-    synth.add_argument("--no-images", action="store_true", help="annotations only")
+    synth.add_argument("--no-images", action="store_true",
+                       help="skip the Visual Genome pictures (annotations only); Emotion6 and EmotionROI keep theirs")
     synth.set_defaults(run=cmd_synth)
 
     sql = commands.add_parser("sql", help="run a read-only SQL query over the warehouse views")

@@ -40,12 +40,13 @@ def split_png(split: pd.DataFrame, labels: pd.DataFrame, title: str) -> bytes:
     """Images per split and dominant emotion, stacked: shows the stratification at a glance."""
     table = split.merge(labels[["image_key", "dominant_emotion"]], on="image_key")
     counts = table.groupby(["split", "dominant_emotion"]).size().unstack(fill_value=0)
-    counts = counts.reindex(columns=[e for e in EMOTIONS if e in counts.columns])
+    counts = counts.reindex(index=[s for s in ("train", "val", "test") if s in counts.index],
+                            columns=[e for e in EMOTIONS if e in counts.columns])
     fig, ax = plt.subplots(figsize=(6, 3.2))
     bottom = np.zeros(len(counts))
     for emotion in counts.columns:
         ax.bar(counts.index.astype(str), counts[emotion].to_numpy(), bottom=bottom, label=emotion)
         bottom += counts[emotion].to_numpy()
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title)
     return figure_png(fig)
