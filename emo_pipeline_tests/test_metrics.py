@@ -1,0 +1,57 @@
+"""The distribution metrics against independent computations and hand-worked values."""
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import chebyshev as scipy_chebyshev
+from scipy.spatial.distance import cosine as scipy_cosine_distance
+from scipy.special import rel_entr
+
+from emo_pipeline import metrics as m
+
+U = np.array([[0.7, 0.1, 0.1, 0.0, 0.1, 0.0, 0.0],
+              [0.0, 0.0, 0.2, 0.2, 0.2, 0.2, 0.2]])
+V = np.array([[0.4, 0.2, 0.1, 0.1, 0.1, 0.05, 0.05],
+              [0.1, 0.1, 0.1, 0.3, 0.2, 0.1, 0.1]])
+
+
+def test_kl_matches_scipy_rel_entr_where_no_zero_is_involved():
+    u = np.array([[0.5, 0.25, 0.25]])
+    v = np.array([[0.25, 0.5, 0.25]])
+    assert m.kl_divergence(u, v)[0] == pytest.approx(rel_entr(u, v).sum())
+    assert m.kl_divergence(u, v)[0] == pytest.approx(0.25 * np.log(2))  # by hand: .5 ln2 + .25 ln(.5)
+
+
+def test_kl_clips_zeros_like_pyldl():
+    # A true zero contributes eps * ln(eps / v), not 0 as rel_entr would: tiny but defined.
+    expected = rel_entr(U[1, 2:], V[1, 2:]).sum() + 2 * m.EPS * np.log(m.EPS / 0.1)
+    assert m.kl_divergence(U, V)[1] == pytest.approx(expected, rel=1e-12)
+    # A predicted zero where the truth has mass is large but finite.
+    assert np.isfinite(m.kl_divergence([[1.0, 0.0]], [[0.0, 1.0]])[0])
+
+
+def test_distances_against_scipy_and_hand_values():
+    assert m.chebyshev(U, V) == pytest.approx([scipy_chebyshev(a, b) for a, b in zip(U, V)])
+    assert m.chebyshev(U, V)[0] == pytest.approx(0.3)
+    assert m.cosine(U, V) == pytest.approx([1 - scipy_cosine_distance(a, b) for a, b in zip(U, V)])
+    assert m.intersection(U, V) == pytest.approx(np.minimum(U, V).sum(axis=1))
+    assert m.bhattacharyya(U, U) == pytest.approx([1.0, 1.0])
+    assert m.bhattacharyya(U, V)[1] == pytest.approx(sum(np.sqrt(a * b) for a, b in zip(U[1], V[1])))
+    assert m.squared_error(U, V)[0] == pytest.approx((0.09 + 0.01 + 0 + 0.01 + 0 + 0.0025 + 0.0025) / 7)
+    # Dominant emotion: anger (0.7 vs 0.4); second row ties go to the first maximum (fear, 0.2 vs 0.1).
+    assert m.max_emotion_distance(U, V) == pytest.approx([0.3, 0.1])
+    assert m.top1(U, V).tolist() == [1.0, 0.0]
+
+
+def test_means_and_the_train_mean_floor():
+    table = m.distribution_metrics(U, V)
+    assert table["mse"] == pytest.approx(np.mean((U - V) ** 2))
+    baseline = m.train_mean_baseline(U, 3)
+    assert baseline.shape == (3, 7) and baseline.sum(axis=1) == pytest.approx([1, 1, 1])
+    frame = m.metrics_table({("model", "test"): (U, V), ("train_mean", "test"): (U, m.train_mean_baseline(U, 2))})
+    assert list(frame["model"]) == ["model", "train_mean"]
+    assert frame.loc[0, "chebyshev"] == pytest.approx(m.chebyshev(U, V).mean())
+
+
+def test_shape_mismatch_is_refused():
+    with pytest.raises(ValueError, match="one shape"):
+        m.chebyshev(U, V[:, :6])
