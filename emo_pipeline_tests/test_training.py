@@ -1,0 +1,78 @@
+"""The shared training loop: learns, stops early, resumes a crashed run to the same weights."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from emo_pipeline import metrics
+from emo_pipeline.training import CheckpointMismatch, TrainConfig, predict, seed_everything, train
+
+
+def distribution_data(n: int, seed: int) -> TensorDataset:
+    """Features and 7-way distributions that depend on them (softmax of a fixed linear map)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 10, generator=g)
+    w = torch.randn(10, 7, generator=torch.Generator().manual_seed(99))
+    return TensorDataset(x, torch.softmax(x @ w * 0.7, dim=1))
+
+
+def make_model(seed: int = 0) -> nn.Module:
+    seed_everything(seed)
+    return nn.Sequential(nn.Linear(10, 7), nn.Softmax(dim=1))
+
+
+TRAIN, VAL = distribution_data(256, 1), distribution_data(64, 2)
+
+
+def test_trained_model_beats_the_train_mean_baseline(tmp_path: Path):
+    model = make_model()
+    result = train(model, TRAIN, VAL, nn.functional.mse_loss, TrainConfig(epochs=15, lr=0.05, batch_size=32),
+                   tmp_path, log=lambda _: None)
+    assert result.epochs_run == 15 and result.best_epoch > 1
+    truth = VAL.tensors[1].numpy()
+    predicted = predict(model, VAL).numpy()
+    baseline = metrics.train_mean_baseline(TRAIN.tensors[1].numpy(), len(truth))
+    assert metrics.chebyshev(truth, predicted).mean() < 0.7 * metrics.chebyshev(truth, baseline).mean()
+
+
+def test_a_crashed_run_resumes_to_the_same_weights(tmp_path: Path):
+    config = TrainConfig(epochs=6, lr=0.05, batch_size=32, patience=10)
+    uninterrupted = make_model()
+    train(uninterrupted, TRAIN, VAL, nn.functional.mse_loss, config, tmp_path / "a", log=lambda _: None)
+
+    def crash_after_third(record):
+        if record.epoch == 3:
+            raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        train(make_model(), TRAIN, VAL, nn.functional.mse_loss, config, tmp_path / "b",
+              log=lambda _: None, on_epoch=crash_after_third)
+    lines: list[str] = []
+    resumed_model = make_model()
+    resumed = train(resumed_model, TRAIN, VAL, nn.functional.mse_loss, config, tmp_path / "b", log=lines.append)
+    assert resumed.resumed_from == 3
+    assert lines[0].startswith("resuming after epoch 3")
+    assert [h.epoch for h in resumed.history] == [1, 2, 3, 4, 5, 6]
+    for name, tensor in uninterrupted.state_dict().items():
+        assert torch.equal(tensor, resumed_model.state_dict()[name]), name
+    # The checkpoints are plain tensors and containers: they load with weights_only=True.
+    torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+
+
+def test_early_stopping_keeps_the_best_weights(tmp_path: Path):
+    lines: list[str] = []
+    result = train(make_model(), TRAIN, VAL, nn.functional.mse_loss,
+                   TrainConfig(epochs=20, lr=0.0, patience=2), tmp_path, log=lines.append)
+    # With a zero learning rate nothing improves after the first epoch.
+    assert (result.best_epoch, result.epochs_run, result.stopped_early) == (1, 3, True)
+    assert lines[-1] == "early stop: no improvement for 2 epochs"
+
+
+def test_a_checkpoint_of_another_configuration_is_refused(tmp_path: Path):
+    train(make_model(), TRAIN, VAL, nn.functional.mse_loss, TrainConfig(epochs=1), tmp_path, log=lambda _: None)
+    with pytest.raises(CheckpointMismatch, match="another configuration"):
+        train(make_model(), TRAIN, VAL, nn.functional.mse_loss, TrainConfig(epochs=1, lr=0.5), tmp_path,
+              log=lambda _: None)
