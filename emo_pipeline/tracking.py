@@ -37,3 +37,39 @@ def mlflow_run(mlflow_dir: Path, experiment: str, run_name: str, tags: Mapping[s
     experiment_id = ensure_experiment(mlflow_dir, experiment)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags)) as run:
         yield run
+
+
+def log_torch_model(model, input_example, registered_model_name: str):
+    """Log a torch model (torch.export format) into the active run and register a new version of it.
+
+    The requirements are given rather than inferred: inference starts a subprocess that imports the
+    model's modules and costs about ten seconds per model.
+    """
+    import mlflow.pytorch
+    import torch
+
+    return mlflow.pytorch.log_model(
+        model, name="model", input_example=input_example, registered_model_name=registered_model_name,
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+    )
+
+
+def sklearn_requirements() -> list[str]:
+    """What loading a skops-serialised scikit-learn model needs, pinned to this environment.
+
+    Giving them to MLflow spares it inferring them, which loads the model again in a subprocess
+    (about 15 s per model).
+    """
+    from importlib.metadata import version
+
+    return [f"{package}=={version(package)}" for package in ("scikit-learn", "skops", "numpy", "scipy")]
+
+
+def log_sklearn_model(model: object, name: str, input_example: object, registered_model_name: str | None = None):
+    """Log a fitted scikit-learn model to the active run (skops format: loading it runs no pickle);
+    register it under `registered_model_name` when given. Returns MLflow's ModelInfo."""
+    import mlflow.sklearn
+
+    return mlflow.sklearn.log_model(
+        model, name=name, input_example=input_example, registered_model_name=registered_model_name,
+        serialization_format="skops", pip_requirements=sklearn_requirements())

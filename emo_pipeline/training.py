@@ -79,13 +79,19 @@ def _save(obj: dict, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+BatchTransform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
 def _run_epoch(model: nn.Module, loader: DataLoader, loss_fn: LossFn, device: torch.device,
-               optimizer: torch.optim.Optimizer | None) -> float:
+               optimizer: torch.optim.Optimizer | None, augment: BatchTransform | None = None,
+               generator: torch.Generator | None = None) -> float:
     training = optimizer is not None
     model.train(training)
     total, count = 0.0, 0
     with torch.set_grad_enabled(training):
         for inputs, targets in loader:
+            if training and augment is not None:
+                inputs = augment(inputs, generator)
             inputs, targets = inputs.to(device), targets.to(device)
             loss = loss_fn(model(inputs), targets)
             if training:
@@ -108,8 +114,13 @@ def train(
     device: torch.device | str = "cpu",
     log: Callable[[str], None] = print,
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    augment: BatchTransform | None = None,
 ) -> TrainResult:
-    """Train `model` in place (Adam), keeping checkpoints in `checkpoint_dir`; returns what happened."""
+    """Train `model` in place (Adam), keeping checkpoints in `checkpoint_dir`; returns what happened.
+
+    `augment` transforms each training batch of inputs with the loop's generator (seeded and
+    checkpointed with the run, so a resumed run draws the same augmentations).
+    """
     device = torch.device(device)
     model.to(device)
     checkpoint_dir = Path(checkpoint_dir)
@@ -145,7 +156,7 @@ def train(
         if stopped_early:
             break
         began = time.perf_counter()
-        train_loss = _run_epoch(model, train_loader, loss_fn, device, optimizer)
+        train_loss = _run_epoch(model, train_loader, loss_fn, device, optimizer, augment, generator)
         val_loss = _run_epoch(model, val_loader, loss_fn, device, None)
         record = EpochRecord(epoch, train_loss, val_loss, time.perf_counter() - began)
         history.append(record)

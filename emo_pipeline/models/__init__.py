@@ -1,0 +1,108 @@
+"""Torch models of the paper, by name.
+
+`build_model(name)` gives the image -> emotion models that take one (N, 3, S, S) batch and return
+(N, 7): the small CNN and the ImageNet architectures, as distribution models (softmax, MSE) or
+dominant-emotion classifiers (`*_classifier`, logits for cross-entropy). The two ESM models have
+their own builders: `build_fcn8s` (image -> stimuli map) and `build_esm_resnet` (image and map ->
+distribution).
+
+Input sizes: `input_size(name)` is the paper's (32 px for the small CNN, 224 px otherwise). The
+ImageNet architectures pool adaptively, so a caller may feed smaller images down to
+`min_input_size(name)` (for example ResNet at 112 px in the CPU demo); the small CNN takes exactly 32.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from torch import nn
+
+from emo_pipeline.models.backbones import (
+    PRETRAINED_MODES,
+    PretrainedWeightsMissing,
+    WeightsInfo,
+    cache_path,
+    emotion_backbone,
+)
+from emo_pipeline.models.esm_resnet import ESMResNet, build_esm_resnet
+from emo_pipeline.models.fcn8s import FCN8s, build_fcn8s
+from emo_pipeline.models.small_cnn import SmallCNN
+
+__all__ = [
+    "MODEL_NAMES",
+    "PRETRAINED_MODES",
+    "ESMResNet",
+    "FCN8s",
+    "PretrainedWeightsMissing",
+    "SmallCNN",
+    "WeightsInfo",
+    "build_esm_resnet",
+    "build_fcn8s",
+    "build_model",
+    "cache_path",
+    "input_size",
+    "min_input_size",
+]
+
+EMOTION_OUTPUTS = 7
+
+
+@dataclass(frozen=True)
+class _Spec:
+    arch: str | None  # torchvision architecture, None for the small CNN
+    distribution: bool
+    input_size: int
+    min_input_size: int
+
+
+_SPECS: dict[str, _Spec] = {
+    "small_cnn": _Spec(None, True, 32, 32),
+    "small_cnn_classifier": _Spec(None, False, 32, 32),
+    # AlexNet's stride-4 first layer and three poolings leave nothing below 63 px.
+    "alexnet": _Spec("alexnet", True, 224, 64),
+    "alexnet_classifier": _Spec("alexnet", False, 224, 64),
+    "vgg19_bn": _Spec("vgg19_bn", True, 224, 32),
+    "resnet101": _Spec("resnet101", True, 224, 32),
+    "resnet18": _Spec("resnet18", True, 224, 32),
+}
+
+MODEL_NAMES: tuple[str, ...] = tuple(_SPECS)
+
+
+def _spec(name: str) -> _Spec:
+    try:
+        return _SPECS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}") from None
+
+
+def input_size(name: str) -> int:
+    """The paper's input side in pixels for model `name` (see `min_input_size` for smaller inputs)."""
+    return _spec(name).input_size
+
+
+def min_input_size(name: str) -> int:
+    """The smallest input side model `name` runs at."""
+    return _spec(name).min_input_size
+
+
+def build_model(
+    name: str, *, pretrained: str = "auto", weights_path: str | os.PathLike[str] | None = None
+) -> tuple[nn.Module, WeightsInfo]:
+    """Model `name` with 7 outputs, and where its initial weights came from.
+
+    `pretrained` (auto | required | none) and `weights_path` choose ImageNet weights as described in
+    `emo_pipeline.models.backbones`; nothing is ever downloaded. The small CNN has no pretrained
+    weights: it accepts only `auto` or `none` and no `weights_path`.
+    """
+    spec = _spec(name)
+    if pretrained not in PRETRAINED_MODES:
+        raise ValueError(f"pretrained must be one of {', '.join(PRETRAINED_MODES)}, not {pretrained!r}")
+    if spec.arch is None:
+        if pretrained == "required" or weights_path is not None:
+            raise ValueError(f"{name} has no pretrained weights; use pretrained='auto' or 'none' without weights_path")
+        model: nn.Module = SmallCNN(EMOTION_OUTPUTS, distribution=spec.distribution)
+        return model, WeightsInfo(False, f"none: trained from scratch (no pretrained weights exist for {name})")
+    return emotion_backbone(spec.arch, outputs=EMOTION_OUTPUTS, distribution=spec.distribution,
+                            pretrained=pretrained, weights_path=weights_path)
