@@ -2,7 +2,10 @@
 
 import dagster as dg
 
-from emo_pipeline.defs import raw
+from emo_pipeline.defs import emotion_models, evaluation, features, image_models, raw
+from emo_pipeline.defs.evaluation import EVALUATION_CHECKS
+from emo_pipeline.defs.features import FEATURE_CHECKS
+from emo_pipeline.defs.image_models import IMAGE_MODEL_CHECKS
 from emo_pipeline.defs.raw_checks import RAW_CHECKS
 from emo_pipeline.defs.resources import DataRoots, MLflowResource, TorchDeviceResource, WarehouseResource
 
@@ -20,8 +23,9 @@ raw_job = dg.define_asset_job("raw_job", selection=dg.AssetSelection.groups(raw.
                               description="Read the three source data sets into the warehouse.")
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([raw]),
-    asset_checks=RAW_CHECKS,
+    assets=[*dg.load_assets_from_modules([raw, features, image_models, evaluation]),
+            *emotion_models.EMOTION_MODEL_ASSETS],
+    asset_checks=[*RAW_CHECKS, *FEATURE_CHECKS, *IMAGE_MODEL_CHECKS, *EVALUATION_CHECKS],
     jobs=[raw_job],
     resources={
         "data_roots": DataRoots.from_environment(),

@@ -50,3 +50,85 @@ def split_png(split: pd.DataFrame, labels: pd.DataFrame, title: str) -> bytes:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title)
     return figure_png(fig)
+
+
+def mean_histograms_png(frame: pd.DataFrame, group_column: str,
+                        blocks: dict[str, tuple[list[str], np.ndarray]], title: str) -> bytes:
+    """One panel per histogram block (its columns and bin edges): the mean histogram of each group.
+
+    Groups are drawn in `EMOTIONS` order when they are emotions, so colours mean the same emotion in
+    every figure.
+    """
+    order = {e: i for i, e in enumerate(EMOTIONS)}
+    groups = sorted(frame[group_column].dropna().astype(str).unique(), key=lambda g: (order.get(g, len(order)), g))
+    fig, axes = plt.subplots(1, len(blocks), figsize=(4.2 * len(blocks), 3.2), squeeze=False)
+    for ax, (name, (columns, edges)) in zip(axes[0], blocks.items()):
+        centres = (edges[:-1] + edges[1:]) / 2
+        for group in groups:
+            mean = frame.loc[frame[group_column].astype(str) == group, columns].to_numpy(dtype=float).mean(axis=0)
+            ax.plot(centres, mean, marker="o", markersize=3, label=group)
+        ax.set_title(name)
+        ax.set_ylabel("mean fraction of pixels")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle(title)
+    return figure_png(fig)
+
+
+def confusion_png(true: np.ndarray, predicted: np.ndarray, classes: list[str], title: str) -> bytes:
+    """Confusion matrix: counts as numbers, colour = share of the true class (rows sum to 1)."""
+    index = {c: i for i, c in enumerate(classes)}
+    counts = np.zeros((len(classes), len(classes)), dtype=int)
+    for t, p in zip(np.asarray(true).astype(str), np.asarray(predicted).astype(str)):
+        counts[index[t], index[p]] += 1
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if shares[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    return figure_png(fig)
+
+
+def training_curve_png(history, title: str) -> bytes:
+    """Train and validation loss per epoch (history: records with epoch, train_loss, val_loss)."""
+    fig, ax = plt.subplots(figsize=(5, 3))
+    epochs = [h.epoch for h in history]
+    ax.plot(epochs, [h.train_loss for h in history], marker="o", markersize=3, label="train")
+    ax.plot(epochs, [h.val_loss for h in history], marker="o", markersize=3, label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.set_title(title)
+    return figure_png(fig)
+
+
+def distribution_bars_png(keys: list[str], true: np.ndarray, predicted: np.ndarray, title: str) -> bytes:
+    """True vs predicted 7-way distribution, one panel per image (the paper's Fig. 5)."""
+    n = max(len(keys), 1)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 2.8), squeeze=False)
+    x = np.arange(len(EMOTIONS))
+    for ax, key, t, p in zip(axes[0], keys, true, predicted):
+        ax.bar(x - 0.2, t, width=0.4, label="true")
+        ax.bar(x + 0.2, p, width=0.4, label="predicted")
+        ax.set_xticks(x, EMOTIONS, rotation=60, fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_title(key, fontsize=8)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title)
+    return figure_png(fig)
+
+
+def metrics_bars_png(table: pd.DataFrame, columns: tuple[str, ...]) -> bytes:
+    """One panel per metric, one bar per model (`table` has a `model` column and the metric columns)."""
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.4 * len(columns), 3.2), squeeze=False)
+    for ax, column in zip(axes[0], columns):
+        ax.bar(table["model"].astype(str), table[column].to_numpy(dtype=float), color="#4c72b0")
+        ax.set_title(column)
+        ax.tick_params(axis="x", rotation=60, labelsize=7)
+    return figure_png(fig)

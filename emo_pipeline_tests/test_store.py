@@ -89,10 +89,12 @@ def test_readers_keep_answering_while_tables_are_rewritten(warehouse: Warehouse)
     warehouse.write_table("grow", pd.DataFrame({"i": range(10)}))
     reader = threading.Thread(target=read_loop)
     reader.start()
-    for size in range(11, 40):
-        warehouse.write_table("grow", pd.DataFrame({"i": range(size)}))
-    stop.set()
-    reader.join()
+    try:
+        for size in range(11, 40):
+            warehouse.write_table("grow", pd.DataFrame({"i": range(size)}))
+    finally:
+        stop.set()
+        reader.join()
     assert errors == []
     assert seen and seen <= set(range(10, 40))
 

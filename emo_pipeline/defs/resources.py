@@ -76,7 +76,9 @@ class MLflowResource(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def start_run(self, context: dg.AssetExecutionContext, run_name: str | None = None) -> Iterator[object]:
-        asset_key = context.asset_key.to_user_string() if context.has_assets_def else context.op.name
+        # A multi_asset has no single asset key: tag the run with every key it materializes.
+        asset_key = (", ".join(sorted(k.to_user_string() for k in context.selected_asset_keys))
+                     if context.has_assets_def else context.op.name)
         tags = {"dagster.run_id": context.run.run_id, "dagster.asset_key": asset_key}
         with mlflow_run(self.directory(), self.experiment, run_name or asset_key, tags) as run:
             yield run

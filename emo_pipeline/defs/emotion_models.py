@@ -1,0 +1,140 @@
+"""Group `image_models`, torch family: image -> emotion distribution models trained on Emotion6.
+
+One multi-asset per model (`<name>_model` + `<name>_predictions`), built by `emotion_model_asset`:
+it trains with the shared loop (checkpoints under EMO_HOME resume a crashed run), writes the
+predictions of every image as a table, saves the weights, and logs parameters, per-epoch losses,
+metrics and the registered model to MLflow. Defaults come from the profile (`EMO_PROFILE`).
+"""
+
+import dataclasses
+import hashlib
+import json
+
+import dagster as dg
+import pandas as pd
+import torch
+
+from emo_pipeline import metrics
+from emo_pipeline.atomic import atomic_output
+from emo_pipeline.defs.metadata import png_metadata, table_metadata
+from emo_pipeline.defs.resources import MLflowResource, TorchDeviceResource, WarehouseResource
+from emo_pipeline.emotion_models import fit_emotion_model
+from emo_pipeline.emotions import PROB_COLUMNS
+from emo_pipeline.home import emo_home
+from emo_pipeline.plots import distribution_bars_png, training_curve_png
+from emo_pipeline.profiles import EMOTION_MODELS, active_profile, emotion_model_config
+from emo_pipeline.tracking import log_torch_model
+
+GROUP = "image_models"
+GPU_TAGS = {"emo/device": "gpu"}
+REPORTED = ("mse", "chebyshev", "bhattacharyya", "kl", "top1")
+
+
+class EmotionModelOverrides(dg.Config):
+    """Overrides of the profile's defaults; leave a field unset to keep the profile's value."""
+
+    size: int | None = None
+    epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    loss: str | None = None
+    seed: int | None = None
+    augment: bool | None = None
+    pretrained: str = "auto"  # auto: ImageNet weights when present | required | none
+    weights_path: str | None = None
+
+
+def _data_fingerprint(labels: pd.DataFrame, split: pd.DataFrame) -> str:
+    """Changes whenever the images, their labels or the split change: new data, new checkpoints."""
+    table = labels[["image_key", "image_path", *PROB_COLUMNS]].merge(split, on="image_key").sort_values("image_key")
+    return hashlib.sha256(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes()).hexdigest()[:16]
+
+
+def _split_metrics(predictions: pd.DataFrame, labels: pd.DataFrame) -> dict[str, dict[str, float]]:
+    joined = predictions.merge(labels[["image_key", *PROB_COLUMNS]], on="image_key", suffixes=("_pred", ""))
+    train_true = joined.loc[joined["split"] == "train", list(PROB_COLUMNS)].to_numpy()
+    out = {}
+    for split in ("val", "test"):
+        part = joined[joined["split"] == split]
+        true = part[list(PROB_COLUMNS)].to_numpy()
+        out[split] = metrics.distribution_metrics(true, part[[f"{c}_pred" for c in PROB_COLUMNS]].to_numpy())
+        out[f"{split}_train_mean"] = metrics.distribution_metrics(true, metrics.train_mean_baseline(train_true, len(true)))
+    return out
+
+
+def emotion_model_asset(name: str) -> dg.AssetsDefinition:
+    model_key, predictions_key = f"{name}_model", f"{name}_predictions"
+
+    @dg.multi_asset(
+        name=name,
+        specs=[
+            dg.AssetSpec(model_key, group_name=GROUP, deps=["emotion6_labels", "emotion6_split"], kinds={"pytorch"},
+                         description=f"{name} trained on Emotion6 (weights file and MLflow registered model)."),
+            dg.AssetSpec(predictions_key, group_name=GROUP, deps=[model_key], kinds={"parquet"},
+                         description=f"{name}'s predicted 7-way distribution for every Emotion6 image."),
+        ],
+        op_tags=GPU_TAGS,
+    )
+    def _asset(context: dg.AssetExecutionContext, config: EmotionModelOverrides, warehouse: WarehouseResource,
+               mlflow: MLflowResource, torch_device: TorchDeviceResource):
+        store = warehouse.get()
+        labels = store.read_table("emotion6_labels")
+        split = store.read_table("emotion6_split")
+        overrides = {k: v for k, v in config.model_dump().items() if v is not None}
+        settings = dataclasses.replace(emotion_model_config(name), **overrides)
+        device = torch_device.torch_device()
+        key = hashlib.sha256(json.dumps([dataclasses.asdict(settings), _data_fingerprint(labels, split)],
+                                        sort_keys=True).encode()).hexdigest()[:16]
+        checkpoints = emo_home().root / "checkpoints" / name / key
+        context.log.info(f"{name}: profile {active_profile()}, {settings}, device {device}, checkpoints {checkpoints}")
+
+        import mlflow as mlflow_api
+
+        with mlflow.start_run(context, run_name=name) as run:
+            mlflow_api.log_params({**dataclasses.asdict(settings), "profile": active_profile(), "device": str(device)})
+            fitted = fit_emotion_model(
+                labels, split, settings, checkpoints, device=device, log=context.log.info,
+            )
+            for record in fitted.result.history:
+                mlflow_api.log_metrics({"train_loss": record.train_loss, "val_loss": record.val_loss}, step=record.epoch)
+            mlflow_api.log_params({"weights_source": fitted.weights.source, "pretrained_loaded": fitted.weights.pretrained})
+            scores = _split_metrics(fitted.predictions, labels)
+            for split_name, values in scores.items():
+                mlflow_api.log_metrics({f"{split_name}_{k}": v for k, v in values.items()})
+            # A batch of two keeps the exported model's batch dimension dynamic.
+            example = torch.zeros(2, 3, settings.size, settings.size)
+            info = log_torch_model(fitted.model.cpu().eval(), example.numpy(), registered_model_name=f"emo_{name}")
+
+        weights_path = emo_home().root / "models" / f"{name}.pt"
+        weights_path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(weights_path) as tmp:
+            torch.save(fitted.model.state_dict(), tmp)
+        predictions_path = store.write_table(predictions_key, fitted.predictions)
+
+        test_part = fitted.predictions[fitted.predictions["split"] == "test"].head(4)
+        true_rows = labels.set_index("image_key").loc[test_part["image_key"], list(PROB_COLUMNS)].to_numpy()
+        figure = distribution_bars_png(list(test_part["image_key"]), true_rows,
+                                       test_part[list(PROB_COLUMNS)].to_numpy(), f"{name}: test images")
+        yield dg.MaterializeResult(asset_key=model_key, metadata={
+            "weights": dg.MetadataValue.path(str(weights_path)),
+            "pretrained": fitted.weights.pretrained,
+            "weights_source": fitted.weights.source,
+            "profile": active_profile(),
+            "settings": dg.MetadataValue.json(dataclasses.asdict(settings)),
+            "best_epoch": fitted.result.best_epoch,
+            "epochs_run": fitted.result.epochs_run,
+            "resumed_from_epoch": fitted.result.resumed_from,
+            "mlflow_run_id": run.info.run_id,
+            "mlflow_model": f"emo_{name} version {info.registered_model_version}",
+            **{f"{s}_{m}": float(scores[s][m]) for s in ("val", "test", "val_train_mean", "test_train_mean")
+               for m in REPORTED},
+            "training_curve": png_metadata(training_curve_png(fitted.result.history, name), "training curve"),
+            "test_samples": png_metadata(figure, "true vs predicted"),
+        })
+        yield dg.MaterializeResult(asset_key=predictions_key,
+                                   metadata=table_metadata(fitted.predictions, predictions_path))
+
+    return _asset
+
+
+EMOTION_MODEL_ASSETS = [emotion_model_asset(name) for name in EMOTION_MODELS["demo"]]

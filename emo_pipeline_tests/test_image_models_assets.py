@@ -1,0 +1,104 @@
+"""The features, image_models and evaluation groups materialize in-process on a synthetic world:
+tables with the right rows, the SVM registered in MLflow and loadable, the accuracy table queryable."""
+
+import json
+import subprocess
+import sys
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from emo_pipeline.defs.resources import DataRoots, MLflowResource, WarehouseResource
+from emo_pipeline.definitions import defs
+from emo_pipeline.store import Warehouse
+from emo_pipeline.synthetic import write_world
+
+ASSETS = ["emotion6_labels", "emotion6_rejected", "emotion6_split", "emotion6_features",
+          "svm_dominant_emotion", "svm_predictions", "dominant_emotion_accuracy"]
+SMALL_FEATURES = {"glcm_size": 64, "glcm_levels": 16, "glcm_distances": [1, 2], "colour_size": 48,
+                  "colour_bins": 10, "workers": 1}
+SMALL_GRID = {"c_grid": [1.0, 10.0], "gamma_factors": [0.03, 0.3]}
+
+
+@pytest.fixture(scope="module")
+def materialized(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("image_models")
+    write_world(root / "world", seed=2, scale="demo")
+    test_defs = dg.Definitions(
+        assets=defs.assets,
+        asset_checks=defs.asset_checks,
+        resources={
+            **defs.resources,
+            "data_roots": DataRoots(emotion6_dir=str(root / "world" / "Emotion6")),
+            "warehouse": WarehouseResource(root=str(root / "warehouse")),
+            "mlflow": MLflowResource(root=str(root / "mlflow"), experiment="test"),
+        },
+    )
+    job = test_defs.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(
+        asset_selection=[dg.AssetKey(name) for name in ASSETS], instance=dg.DagsterInstance.ephemeral(),
+        run_config={"ops": {"emotion6_features": {"config": SMALL_FEATURES}, "svm": {"config": SMALL_GRID}}})
+    return result, root
+
+
+def test_assets_materialize_and_checks_pass(materialized):
+    result, root = materialized
+    assert result.success
+    assert {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()} == set(ASSETS)
+    evaluations = result.get_asset_check_evaluations()
+    checked = {e.asset_key.to_user_string() for e in evaluations}
+    assert {"emotion6_features", "svm_predictions", "dominant_emotion_accuracy"} <= checked
+    assert [(e.asset_key.to_user_string(), e.check_name, e.description) for e in evaluations if not e.passed] == []
+
+    store = Warehouse(root / "warehouse")
+    labels = store.read_table("emotion6_labels")
+    features = store.read_table("emotion6_features")
+    assert len(labels) == len(features) == 240 and set(features["image_key"]) == set(labels["image_key"])
+    assert features.shape[1] == 1 + 6 * 2 * 4 + 6 * 10
+    predictions = store.read_table("svm_predictions")
+    assert list(predictions.columns) == ["image_key", "split", "true", "predicted"] and len(predictions) == 240
+
+    by_key = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("svm")}
+    model_metadata = by_key["svm_dominant_emotion"]
+    assert model_metadata["val_accuracy"].value > model_metadata["majority_val_accuracy"].value
+    assert by_key["svm_predictions"]["mlflow_run_id"].value == model_metadata["mlflow_run_id"].value
+    assert "data:image/png;base64," in model_metadata["confusion_test"].value
+
+
+def test_the_registered_model_reproduces_the_predictions(materialized):
+    import mlflow.sklearn
+    from mlflow.tracking import MlflowClient
+
+    from emo_pipeline.tracking import tracking_uri
+
+    result, root = materialized
+    uri = tracking_uri(root / "mlflow")
+    client = MlflowClient(tracking_uri=uri)
+    (version,) = client.search_model_versions("name='svm_dominant_emotion'")
+    model_metadata = next(m.metadata for m in result.asset_materializations_for_node("svm")
+                          if m.asset_key == dg.AssetKey("svm_dominant_emotion"))
+    assert version.run_id == model_metadata["mlflow_run_id"].value
+    run = client.get_run(version.run_id)
+    assert run.data.tags["dagster.asset_key"] == "svm_dominant_emotion, svm_predictions"
+    assert run.data.tags["dagster.run_id"] == result.run_id
+    assert run.data.metrics["val_accuracy"] == pytest.approx(model_metadata["val_accuracy"].value, abs=1e-4)
+
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.sklearn.load_model(f"models:/svm_dominant_emotion/{version.version}")
+    store = Warehouse(root / "warehouse")
+    features = store.read_table("emotion6_features")
+    predictions = store.read_table("svm_predictions").set_index("image_key").loc[features["image_key"]]
+    assert np.array_equal(model.predict(features.drop(columns="image_key")), predictions["predicted"].to_numpy())
+
+
+def test_accuracy_table_has_svm_and_majority_on_val_and_test(materialized):
+    _, root = materialized
+    sql = subprocess.run(
+        [sys.executable, "-m", "emo_pipeline.cli", "sql", "--warehouse", str(root / "warehouse"), "--format", "json",
+         "SELECT model, split, accuracy, correct, images FROM dominant_emotion_accuracy ORDER BY model, split"],
+        capture_output=True, text=True, check=True)
+    rows = {(r["model"], r["split"]): r for r in json.loads(sql.stdout)}
+    assert set(rows) == {(m, s) for m in ("majority", "svm") for s in ("val", "test")}
+    assert all(r["images"] == 36 and r["accuracy"] == pytest.approx(r["correct"] / 36) for r in rows.values())
+    assert rows[("svm", "val")]["accuracy"] > rows[("majority", "val")]["accuracy"]
