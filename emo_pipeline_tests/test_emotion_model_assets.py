@@ -77,3 +77,6 @@ def test_metadata_says_how_the_model_was_trained(materialized):
     assert metadata["weights_source"].value.startswith("none: trained from scratch")
     assert metadata["epochs_run"].value <= 5
     assert "training_curve" in metadata and "test_samples" in metadata
+    # The weights stay; the resume checkpoints of a finished run are gone.
+    assert Path(metadata["weights"].value).is_file()
+    assert not (Path(metadata["weights"].value).parents[1] / "checkpoints" / "resnet18").exists()

@@ -9,6 +9,7 @@ metrics and the registered model to MLflow. Defaults come from the profile (`EMO
 import dataclasses
 import hashlib
 import json
+import shutil
 
 import dagster as dg
 import pandas as pd
@@ -110,6 +111,11 @@ def emotion_model_asset(name: str) -> dg.AssetsDefinition:
         with atomic_output(weights_path) as tmp:
             torch.save(fitted.model.state_dict(), tmp)
         predictions_path = store.write_table(predictions_key, fitted.predictions)
+        # Checkpoints only serve to resume an interrupted run; with optimizer state they are several
+        # times the model's size (2 GB for VGG19-BN), so a finished run drops them. A rerun with the
+        # same seed retrains to the same weights.
+        shutil.rmtree(checkpoints.parent, ignore_errors=True)
+        context.log.info(f"{name}: finished; weights at {weights_path}, checkpoints removed")
 
         test_part = fitted.predictions[fitted.predictions["split"] == "test"].head(4)
         true_rows = labels.set_index("image_key").loc[test_part["image_key"], list(PROB_COLUMNS)].to_numpy()
