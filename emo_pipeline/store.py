@@ -77,39 +77,36 @@ class Warehouse:
         return path
 
     def has_table(self, name: str) -> bool:
-        return self.table_path(name).is_file() or any(self._partition_files(name))
+        return self.table_path(name).is_file() or bool(self._partition_files(name))
+
+    def _table_files(self, name: str) -> list[Path]:
+        """The Parquet file of a table, or its partition files; a clear error when it has none."""
+        path = self.table_path(name)
+        files = [path] if path.is_file() else self._partition_files(name)
+        if not files:
+            raise FileNotFoundError(f"table {name!r} has not been written yet (no {path})")
+        return files
 
     def read_table(self, name: str, columns: list[str] | None = None) -> pd.DataFrame:
         """Read a table straight from Parquet (no catalog lock involved)."""
-        path = self.table_path(name)
-        if path.is_file():
-            return pd.read_parquet(path, columns=columns)
-        files = list(self._partition_files(name))
-        if not files:
-            raise FileNotFoundError(f"table {name!r} has not been written yet (no {path})")
+        files = self._table_files(name)
+        if len(files) == 1:
+            return pd.read_parquet(files[0], columns=columns)
         return pd.concat([pd.read_parquet(f, columns=columns) for f in files], ignore_index=True)
 
     def table_row_count(self, name: str) -> int:
         """Row count from the Parquet footers alone."""
-        path = self.table_path(name)
-        files = [path] if path.is_file() else list(self._partition_files(name))
-        if not files:
-            raise FileNotFoundError(f"table {name!r} has not been written yet (no {path})")
-        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in self._table_files(name))
 
     def head(self, name: str, rows: int = 8) -> pd.DataFrame:
         """The first rows of a table without reading the whole file (tables can hold millions of rows)."""
-        path = self.table_path(name)
-        files = [path] if path.is_file() else list(self._partition_files(name))
-        if not files:
-            raise FileNotFoundError(f"table {name!r} has not been written yet (no {path})")
-        parquet = pq.ParquetFile(files[0])
+        parquet = pq.ParquetFile(self._table_files(name)[0])
         batch = next(parquet.iter_batches(batch_size=rows), None)
         return (batch.to_pandas() if batch is not None else parquet.schema_arrow.empty_table().to_pandas()).head(rows)
 
-    def _partition_files(self, name: str) -> Iterator[Path]:
+    def _partition_files(self, name: str) -> list[Path]:
         folder = self.tables_dir / name
-        return iter(sorted(folder.glob("*.parquet"))) if folder.is_dir() else iter(())
+        return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
 
     def table_sources(self) -> dict[str, str]:
         """View name -> the Parquet file or glob it reads."""
