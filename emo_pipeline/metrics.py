@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from emo_pipeline.emotions import PROB_COLUMNS
+
 EPS = float(np.finfo(np.float64).eps)
 
 # Larger is better for these; smaller is better for the rest.
@@ -102,3 +104,29 @@ def metrics_table(rows: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]) ->
     records = [{"model": model, "split": split, "images": len(u), **distribution_metrics(u, v)}
                for (model, split), (u, v) in rows.items()]
     return pd.DataFrame(records, columns=["model", "split", "images", *PER_IMAGE])
+
+
+def split_pairs(labels: pd.DataFrame, predictions: pd.DataFrame,
+                splits: tuple[str, ...] = ("val", "test")) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(true, predicted) distributions per split, ready for the metrics.
+
+    `predictions` has image_key, split and prob_*; `labels` has image_key and prob_* (and, when it also
+    has a split column, predictions are matched on it too, so a stale split drops rather than mixes).
+    """
+    keys = ["image_key", "split"] if "split" in labels.columns else ["image_key"]
+    joined = predictions.merge(labels[[*keys, *PROB_COLUMNS]], on=keys, suffixes=("_pred", ""))
+    predicted_columns = [f"{c}_pred" for c in PROB_COLUMNS]
+    return {s: (joined.loc[joined["split"] == s, list(PROB_COLUMNS)].to_numpy(),
+                joined.loc[joined["split"] == s, predicted_columns].to_numpy()) for s in splits}
+
+
+def train_mean_pairs(labels: pd.DataFrame, split: pd.DataFrame,
+                     splits: tuple[str, ...] = ("val", "test")) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(true, train-mean baseline) per split; `split` maps image_key to train/val/test."""
+    table = labels[["image_key", *PROB_COLUMNS]].merge(split[["image_key", "split"]], on="image_key")
+    train_true = table.loc[table["split"] == "train", list(PROB_COLUMNS)].to_numpy()
+    pairs = {}
+    for name in splits:
+        true = table.loc[table["split"] == name, list(PROB_COLUMNS)].to_numpy()
+        pairs[name] = (true, train_mean_baseline(train_true, len(true)))
+    return pairs

@@ -52,14 +52,12 @@ def _data_fingerprint(labels: pd.DataFrame, split: pd.DataFrame) -> str:
 
 
 def _split_metrics(predictions: pd.DataFrame, labels: pd.DataFrame) -> dict[str, dict[str, float]]:
-    joined = predictions.merge(labels[["image_key", *PROB_COLUMNS]], on="image_key", suffixes=("_pred", ""))
-    train_true = joined.loc[joined["split"] == "train", list(PROB_COLUMNS)].to_numpy()
+    model = metrics.split_pairs(labels, predictions)
+    baseline = metrics.train_mean_pairs(labels, predictions)
     out = {}
     for split in ("val", "test"):
-        part = joined[joined["split"] == split]
-        true = part[list(PROB_COLUMNS)].to_numpy()
-        out[split] = metrics.distribution_metrics(true, part[[f"{c}_pred" for c in PROB_COLUMNS]].to_numpy())
-        out[f"{split}_train_mean"] = metrics.distribution_metrics(true, metrics.train_mean_baseline(train_true, len(true)))
+        out[split] = metrics.distribution_metrics(*model[split])
+        out[f"{split}_train_mean"] = metrics.distribution_metrics(*baseline[split])
     return out
 
 

@@ -82,24 +82,18 @@ def emotion_distribution_metrics(context: dg.AssetExecutionContext, warehouse: W
     (the mean training distribution predicted for every image)."""
     store = warehouse.get()
     labels = store.read_table("emotion6_labels", columns=["image_key", *PROB_COLUMNS])
-    table = labels.merge(store.read_table("emotion6_split"), on="image_key")
-    train_true = table.loc[table["split"] == "train", list(PROB_COLUMNS)].to_numpy()
-    rows = {}
-    for split in ACCURACY_SPLITS:
-        true = table.loc[table["split"] == split, list(PROB_COLUMNS)].to_numpy()
-        rows[(TRAIN_MEAN, split)] = (true, metrics.train_mean_baseline(train_true, len(true)))
+    split_table = store.read_table("emotion6_split")
+    table = labels.merge(split_table, on="image_key")
+    rows = {(TRAIN_MEAN, split): pair
+            for split, pair in metrics.train_mean_pairs(labels, split_table, ACCURACY_SPLITS).items()}
     # A model that was never materialized (a user may skip VGG19 on a laptop) is listed, not fatal.
     available = [name for name in DISTRIBUTION_MODELS if store.has_table(f"{name}_predictions")]
     missing = [name for name in DISTRIBUTION_MODELS if name not in available]
     if missing:
         context.log.warning(f"no predictions yet for {', '.join(missing)}: materialize them to add their rows")
     for name in available:
-        predicted = store.read_table(f"{name}_predictions")
-        joined = table.merge(predicted, on=["image_key", "split"], suffixes=("", "_pred"))
-        for split in ACCURACY_SPLITS:
-            part = joined[joined["split"] == split]
-            rows[(name, split)] = (part[list(PROB_COLUMNS)].to_numpy(),
-                                   part[[f"{c}_pred" for c in PROB_COLUMNS]].to_numpy())
+        pairs = metrics.split_pairs(table, store.read_table(f"{name}_predictions"), ACCURACY_SPLITS)
+        rows.update({(name, split): pair for split, pair in pairs.items()})
     result = metrics.metrics_table(rows)
     path = store.write_table(DISTRIBUTION_TABLE, result)
     context.log.info("\n" + result.round(4).to_string(index=False))
