@@ -1,4 +1,4 @@
-"""The `emo-pipeline` command: inspect data sets, write the synthetic world, query the warehouse."""
+"""The `emo-pipeline` command: inspect data sets, write the synthetic world, query the warehouse, predict."""
 
 from __future__ import annotations
 
@@ -72,6 +72,30 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from emo_pipeline.home import emo_home
+    from emo_pipeline.model_store import ModelNotFound
+    from emo_pipeline.predict import default_model, predict_images, validation_scores
+    from emo_pipeline.store import Warehouse
+
+    home = emo_home()
+    models_dir = Path(args.models) if args.models else home.models
+    try:
+        model = args.model or default_model(models_dir, validation_scores(Warehouse(home.warehouse)))
+        prediction = predict_images(args.images, model, models_dir)
+    except (ModelNotFound, FileNotFoundError, ValueError) as exc:
+        print(f"emo-pipeline predict: {exc}", file=sys.stderr)
+        return 2
+    for path, why in prediction.failed.items():
+        print(f"emo-pipeline predict: skipped {path}: {why}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(prediction.to_json(), indent=2))
+    elif prediction.paths:
+        print(f"model: {model}")
+        print(prediction.frame().round(3).to_string(index=False))
+    return 1 if prediction.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emo-pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -96,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
     sql.add_argument("--warehouse", help="warehouse folder (default: $EMO_HOME/warehouse)")
     sql.set_defaults(run=cmd_sql)
+
+    predict = commands.add_parser("predict", help="the emotion distribution of image files, from a materialized model")
+    predict.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
+    predict.add_argument("--model", help="model name (default: the best by validation Chebyshev, else the ensemble)")
+    predict.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
+    predict.add_argument("--models", help="models folder (default: $EMO_HOME/models)")
+    predict.set_defaults(run=cmd_predict)
     return parser
 
 

@@ -31,6 +31,11 @@ class Home:
         return self.root / "warehouse"
 
     @property
+    def models(self) -> Path:
+        """Trained models with their cards (see `emo_pipeline.model_store`)."""
+        return self.root / "models"
+
+    @property
     def mlflow(self) -> Path:
         return self.root / "mlflow"
 

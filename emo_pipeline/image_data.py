@@ -48,7 +48,7 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
     batched = images.dim() == 4
     x = images if batched else images.unsqueeze(0)
     x = x.permute(0, 3, 1, 2).float().div_(255.0)
-    x = (x - IMAGENET_MEAN) / IMAGENET_STD
+    x = (x - IMAGENET_MEAN.to(x.device)) / IMAGENET_STD.to(x.device)
     return x if batched else x[0]
 
 
@@ -99,3 +99,54 @@ class ImageMaps(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return normalise(self.images[index]), self.maps[index].unsqueeze(0).float().div(255.0)
+
+
+class MirroredPairs(Dataset):
+    """A dataset of (image, map) pairs followed by their mirror images, image and map flipped together.
+
+    For dense targets such as stimuli maps, where the training loop's input-only augmentation would
+    move the picture away from its map; deterministic, so resumed runs see the same data.
+    """
+
+    def __init__(self, base: Dataset):
+        self.base = base
+
+    def __len__(self) -> int:
+        return 2 * len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(self.base)
+        if not 0 <= index < 2 * n:
+            raise IndexError(index)
+        image, target = self.base[index % n]
+        return (image, target) if index < n else (image.flip(-1), target.flip(-1))
+
+
+class ImagesWithMaps(Dataset):
+    """Images with one extra channel, a map in [0, 1], and their targets: items are (4, S, S) inputs.
+
+    Channels 0-2 are the normalised RGB image, channel 3 the map resized (bilinear) to the image's side,
+    so batch augmentation shifts and flips picture and map together. Maps are kept at their own size
+    and resized per item: at 224 px a float copy of every map would cost 200 kB an image.
+    """
+
+    def __init__(self, paths: Sequence[str | Path], maps: torch.Tensor, targets: np.ndarray | torch.Tensor,
+                 size: int, *, workers: int = 2):
+        self.images = _decode_all(paths, load_rgb, size, workers)
+        self.maps = torch.as_tensor(maps, dtype=torch.float32)
+        self.targets = torch.as_tensor(targets)
+        self.size = size
+        if self.maps.dim() != 4 or self.maps.shape[1] != 1:
+            raise ValueError(f"maps must be (N, 1, H, W), got {tuple(self.maps.shape)}")
+        if not len(self.images) == len(self.maps) == len(self.targets):
+            raise ValueError(f"{len(self.images)} images, {len(self.maps)} maps, {len(self.targets)} targets")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        esm = self.maps[index:index + 1]
+        if esm.shape[-1] != self.size or esm.shape[-2] != self.size:
+            esm = torch.nn.functional.interpolate(esm, size=(self.size, self.size), mode="bilinear",
+                                                  align_corners=False)
+        return torch.cat([normalise(self.images[index]), esm[0]]), self.targets[index]

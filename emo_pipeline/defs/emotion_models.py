@@ -16,12 +16,12 @@ import pandas as pd
 import torch
 
 from emo_pipeline import metrics
-from emo_pipeline.atomic import atomic_output
 from emo_pipeline.defs.metadata import png_metadata, table_metadata
 from emo_pipeline.defs.resources import MLflowResource, TorchDeviceResource, WarehouseResource
 from emo_pipeline.emotion_models import fit_emotion_model
 from emo_pipeline.emotions import PROB_COLUMNS
 from emo_pipeline.home import emo_home
+from emo_pipeline.model_store import ModelCard, save_torch_model
 from emo_pipeline.plots import distribution_bars_png, training_curve_png
 from emo_pipeline.profiles import EMOTION_MODELS, active_profile, emotion_model_config
 from emo_pipeline.tracking import log_torch_model
@@ -41,17 +41,20 @@ class EmotionModelOverrides(dg.Config):
     loss: str | None = None
     seed: int | None = None
     augment: bool | None = None
+    weight_decay: float | None = None
+    output_bias: str | None = None  # train_mean: start at the training-mean distribution | default
+    clip_grid: list[float] | None = None  # prediction floors tried on validation; [0.0] turns the floor off
     pretrained: str = "auto"  # auto: ImageNet weights when present | required | none
     weights_path: str | None = None
 
 
-def _data_fingerprint(labels: pd.DataFrame, split: pd.DataFrame) -> str:
+def data_fingerprint(labels: pd.DataFrame, split: pd.DataFrame) -> str:
     """Changes whenever the images, their labels or the split change: new data, new checkpoints."""
     table = labels[["image_key", "image_path", *PROB_COLUMNS]].merge(split, on="image_key").sort_values("image_key")
     return hashlib.sha256(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes()).hexdigest()[:16]
 
 
-def _split_metrics(predictions: pd.DataFrame, labels: pd.DataFrame) -> dict[str, dict[str, float]]:
+def split_metrics(predictions: pd.DataFrame, labels: pd.DataFrame) -> dict[str, dict[str, float]]:
     model = metrics.split_pairs(labels, predictions)
     baseline = metrics.train_mean_pairs(labels, predictions)
     out = {}
@@ -79,10 +82,10 @@ def emotion_model_asset(name: str) -> dg.AssetsDefinition:
         store = warehouse.get()
         labels = store.read_table("emotion6_labels")
         split = store.read_table("emotion6_split")
-        overrides = {k: v for k, v in config.model_dump().items() if v is not None}
+        overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model_dump().items() if v is not None}
         settings = dataclasses.replace(emotion_model_config(name), **overrides)
         device = torch_device.torch_device()
-        key = hashlib.sha256(json.dumps([dataclasses.asdict(settings), _data_fingerprint(labels, split)],
+        key = hashlib.sha256(json.dumps([dataclasses.asdict(settings), data_fingerprint(labels, split)],
                                         sort_keys=True).encode()).hexdigest()[:16]
         checkpoints = emo_home().root / "checkpoints" / name / key
         context.log.info(f"{name}: profile {active_profile()}, {settings}, device {device}, checkpoints {checkpoints}")
@@ -96,18 +99,20 @@ def emotion_model_asset(name: str) -> dg.AssetsDefinition:
             )
             for record in fitted.result.history:
                 mlflow_api.log_metrics({"train_loss": record.train_loss, "val_loss": record.val_loss}, step=record.epoch)
-            mlflow_api.log_params({"weights_source": fitted.weights.source, "pretrained_loaded": fitted.weights.pretrained})
-            scores = _split_metrics(fitted.predictions, labels)
+            mlflow_api.log_params({"weights_source": fitted.weights.source, "pretrained_loaded": fitted.weights.pretrained,
+                                   "prediction_floor": fitted.clip})
+            scores = split_metrics(fitted.predictions, labels)
             for split_name, values in scores.items():
                 mlflow_api.log_metrics({f"{split_name}_{k}": v for k, v in values.items()})
             # A batch of two keeps the exported model's batch dimension dynamic.
             example = torch.zeros(2, 3, settings.size, settings.size)
             info = log_torch_model(fitted.model.cpu().eval(), example.numpy(), registered_model_name=f"emo_{name}")
 
-        weights_path = emo_home().root / "models" / f"{name}.pt"
-        weights_path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_output(weights_path) as tmp:
-            torch.save(fitted.model.state_dict(), tmp)
+        # The card lets `emo-pipeline predict`, the ensemble and dataset B rebuild the model alone.
+        card = ModelCard(name=name, kind="image", architecture=settings.model, size=settings.size,
+                         options=fitted.options or {}, clip=fitted.clip, profile=active_profile(),
+                         weights_source=fitted.weights.source)
+        weights_path = save_torch_model(emo_home().models, card, fitted.model)
         predictions_path = store.write_table(predictions_key, fitted.predictions)
         # Checkpoints only serve to resume an interrupted run; with optimizer state they are several
         # times the model's size (2 GB for VGG19-BN), so a finished run drops them. A rerun with the
@@ -126,6 +131,7 @@ def emotion_model_asset(name: str) -> dg.AssetsDefinition:
             "profile": active_profile(),
             "settings": dg.MetadataValue.json(dataclasses.asdict(settings)),
             "best_epoch": fitted.result.best_epoch,
+            "prediction_floor": fitted.clip,
             "epochs_run": fitted.result.epochs_run,
             "resumed_from_epoch": fitted.result.resumed_from,
             "mlflow_run_id": run.info.run_id,

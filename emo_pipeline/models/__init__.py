@@ -8,7 +8,9 @@ distribution).
 
 Input sizes: `input_size(name)` is the paper's (32 px for the small CNN, 224 px otherwise). The
 ImageNet architectures pool adaptively, so a caller may feed smaller images down to
-`min_input_size(name)` (for example ResNet at 112 px in the CPU demo); the small CNN takes exactly 32.
+`min_input_size(name)` (for example ResNet at 112 px in the CPU demo). The small CNN's fully
+connected layer depends on its input side, so it is built for one: `build_model("small_cnn",
+input_size=64)` (default 32, the paper's) takes exactly 64x64 images.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ __all__ = [
     "build_model",
     "cache_path",
     "input_size",
+    "is_distribution_model",
     "min_input_size",
 ]
 
@@ -57,8 +60,9 @@ class _Spec:
 
 
 _SPECS: dict[str, _Spec] = {
-    "small_cnn": _Spec(None, True, 32, 32),
-    "small_cnn_classifier": _Spec(None, False, 32, 32),
+    # The small CNN is built for its input side (see build_model); two 2x2 poolings need at least 4.
+    "small_cnn": _Spec(None, True, 32, 4),
+    "small_cnn_classifier": _Spec(None, False, 32, 4),
     # AlexNet's stride-4 first layer and three poolings leave nothing below 63 px.
     "alexnet": _Spec("alexnet", True, 224, 64),
     "alexnet_classifier": _Spec("alexnet", False, 224, 64),
@@ -82,27 +86,43 @@ def input_size(name: str) -> int:
     return _spec(name).input_size
 
 
+def is_distribution_model(name: str) -> bool:
+    """True when model `name` ends in a softmax (a distribution), False for a logits classifier."""
+    return _spec(name).distribution
+
+
 def min_input_size(name: str) -> int:
     """The smallest input side model `name` runs at."""
     return _spec(name).min_input_size
 
 
 def build_model(
-    name: str, *, pretrained: str = "auto", weights_path: str | os.PathLike[str] | None = None
+    name: str,
+    *,
+    pretrained: str = "auto",
+    weights_path: str | os.PathLike[str] | None = None,
+    input_size: int | None = None,
 ) -> tuple[nn.Module, WeightsInfo]:
     """Model `name` with 7 outputs, and where its initial weights came from.
 
     `pretrained` (auto | required | none) and `weights_path` choose ImageNet weights as described in
     `emo_pipeline.models.backbones`; nothing is ever downloaded. The small CNN has no pretrained
     weights: it accepts only `auto` or `none` and no `weights_path`.
+
+    `input_size` builds the small CNN for that side (default 32, a multiple of 4). The torchvision
+    models do not depend on it: it is only checked against `min_input_size(name)`, so that a size
+    they cannot run at fails here rather than inside a forward pass.
     """
     spec = _spec(name)
     if pretrained not in PRETRAINED_MODES:
         raise ValueError(f"pretrained must be one of {', '.join(PRETRAINED_MODES)}, not {pretrained!r}")
+    if input_size is not None and input_size < spec.min_input_size:
+        raise ValueError(f"{name} needs inputs of at least {spec.min_input_size} px, not {input_size}")
     if spec.arch is None:
         if pretrained == "required" or weights_path is not None:
             raise ValueError(f"{name} has no pretrained weights; use pretrained='auto' or 'none' without weights_path")
-        model: nn.Module = SmallCNN(EMOTION_OUTPUTS, distribution=spec.distribution)
+        model: nn.Module = SmallCNN(EMOTION_OUTPUTS, distribution=spec.distribution,
+                                    input_size=spec.input_size if input_size is None else input_size)
         return model, WeightsInfo(False, f"none: trained from scratch (no pretrained weights exist for {name})")
     return emotion_backbone(spec.arch, outputs=EMOTION_OUTPUTS, distribution=spec.distribution,
                             pretrained=pretrained, weights_path=weights_path)
