@@ -132,3 +132,72 @@ def metrics_bars_png(table: pd.DataFrame, columns: tuple[str, ...]) -> bytes:
         ax.set_title(column)
         ax.tick_params(axis="x", rotation=60, labelsize=7)
     return figure_png(fig)
+
+
+def class_ap_png(ap50: dict[str, float], title: str, shown: int = 40) -> bytes:
+    """Validation AP50 per object class, best first (at most `shown` classes, so long vocabularies stay legible)."""
+    items = sorted(ap50.items(), key=lambda kv: -kv[1])[:shown]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.22 * len(items) + 1.5), 3.2))
+    ax.bar([k for k, _ in items], [v for _, v in items], color="#4c72b0")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("AP50 (val)")
+    ax.tick_params(axis="x", rotation=75, labelsize=7)
+    ax.set_title(title)
+    return figure_png(fig)
+
+
+def detections_png(samples: list[tuple[str, str, pd.DataFrame]], title: str, boxes_per_image: int = 8) -> bytes:
+    """Images with their detected boxes: `samples` holds (title, image path, rows with object, confidence,
+    x, y, w, h in pixels); rows with a NULL object (no detection) draw nothing. Only the most confident
+    `boxes_per_image` boxes are drawn, so a crowded image stays readable."""
+    from PIL import Image
+
+    n = max(len(samples), 1)
+    fig, axes = plt.subplots(1, n, figsize=(2.8 * n, 3.0), squeeze=False)
+    for ax, (name, path, rows) in zip(axes[0], samples):
+        with Image.open(path) as image:
+            ax.imshow(np.asarray(image.convert("RGB")))
+        drawn = rows.dropna(subset=["object"]).sort_values("confidence", ascending=False).head(boxes_per_image)
+        for row in drawn.itertuples(index=False):
+            ax.add_patch(plt.Rectangle((row.x, row.y), row.w, row.h, fill=False, color="yellow", linewidth=1.2))
+            ax.text(row.x, row.y, f"{row.object} {row.confidence:.2f}", fontsize=6, color="black",
+                    backgroundcolor="yellow", va="bottom")
+        ax.set_title(name, fontsize=8)
+        ax.axis("off")
+    for ax in axes[0][len(samples):]:
+        ax.axis("off")
+    fig.suptitle(title)
+    return figure_png(fig)
+
+
+def esm_comparison_png(keys: list[str], images: np.ndarray, true_maps: np.ndarray | None, predicted: np.ndarray,
+                       title: str) -> bytes:
+    """One row per image: image | true map | predicted map | predicted - true (the paper's Fig. 8).
+
+    `images` is (n, S, S, 3) uint8, the maps (n, S, S) in [0, 1]. Without `true_maps` (images that
+    have none, such as Emotion6) the rows show image | predicted map.
+    """
+    columns = ["image", "predicted map"] if true_maps is None else ["image", "true map", "predicted map",
+                                                                    "predicted - true"]
+    n = max(len(keys), 1)
+    fig, axes = plt.subplots(n, len(columns), figsize=(2.1 * len(columns), 2.1 * n), squeeze=False)
+    for row, key in enumerate(keys):
+        panels = [images[row]] if true_maps is None else [images[row], true_maps[row]]
+        panels.append(predicted[row])
+        if true_maps is not None:
+            panels.append(predicted[row] - true_maps[row])
+        for col, (ax, panel) in enumerate(zip(axes[row], panels)):
+            if col == 0:
+                ax.imshow(panel)
+                ax.set_ylabel(key, fontsize=7)
+            elif columns[col] == "predicted - true":
+                # Red where the model sees more stimulus than the annotators did, blue where less.
+                ax.imshow(panel, cmap="coolwarm", vmin=-1, vmax=1)
+            else:
+                ax.imshow(panel, cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(columns[col], fontsize=8)
+    fig.suptitle(title)
+    return figure_png(fig)

@@ -1,5 +1,6 @@
 """The features, image_models and evaluation groups materialize in-process on a synthetic world:
-tables with the right rows, the SVM registered in MLflow and loadable, the accuracy table queryable."""
+tables with the right rows, the SVM registered in MLflow and loadable, the accuracy table queryable,
+the feature ridge model saved with a card that `predict` reproduces."""
 
 import json
 import subprocess
@@ -11,11 +12,16 @@ import pytest
 
 from emo_pipeline.defs.resources import DataRoots, MLflowResource, WarehouseResource
 from emo_pipeline.definitions import defs
+from emo_pipeline.emotions import PROB_COLUMNS
+from emo_pipeline.home import emo_home
+from emo_pipeline.model_store import load_card
+from emo_pipeline.predict import predict_images
 from emo_pipeline.store import Warehouse
 from emo_pipeline.synthetic import write_world
 
 ASSETS = ["emotion6_labels", "emotion6_rejected", "emotion6_split", "emotion6_features",
-          "svm_dominant_emotion", "svm_predictions", "dominant_emotion_accuracy"]
+          "svm_dominant_emotion", "svm_predictions", "dominant_emotion_accuracy",
+          "feature_ridge_model", "feature_ridge_predictions"]
 SMALL_FEATURES = {"glcm_size": 64, "glcm_levels": 16, "glcm_distances": [1, 2], "colour_size": 48,
                   "colour_bins": 10, "workers": 1}
 SMALL_GRID = {"c_grid": [1.0, 10.0], "gamma_factors": [0.03, 0.3]}
@@ -48,7 +54,7 @@ def test_assets_materialize_and_checks_pass(materialized):
     assert {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()} == set(ASSETS)
     evaluations = result.get_asset_check_evaluations()
     checked = {e.asset_key.to_user_string() for e in evaluations}
-    assert {"emotion6_features", "svm_predictions", "dominant_emotion_accuracy"} <= checked
+    assert {"emotion6_features", "svm_predictions", "dominant_emotion_accuracy", "feature_ridge_predictions"} <= checked
     assert [(e.asset_key.to_user_string(), e.check_name, e.description) for e in evaluations if not e.passed] == []
 
     store = Warehouse(root / "warehouse")
@@ -102,3 +108,30 @@ def test_accuracy_table_has_svm_and_majority_on_val_and_test(materialized):
     assert set(rows) == {(m, s) for m in ("majority", "svm") for s in ("val", "test")}
     assert all(r["images"] == 36 and r["accuracy"] == pytest.approx(r["correct"] / 36) for r in rows.values())
     assert rows[("svm", "val")]["accuracy"] > rows[("majority", "val")]["accuracy"]
+
+
+def test_feature_ridge_beats_the_floor_and_its_card_reproduces_the_predictions(materialized):
+    from mlflow.tracking import MlflowClient
+
+    from emo_pipeline.tracking import tracking_uri
+
+    result, root = materialized
+    by_key = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("feature_ridge")}
+    metadata = by_key["feature_ridge_model"]
+    for metric in ("kl", "chebyshev"):
+        assert metadata[f"val_{metric}"].value < metadata[f"val_train_mean_{metric}"].value, metric
+    client = MlflowClient(tracking_uri=tracking_uri(root / "mlflow"))
+    (version,) = client.search_model_versions("name='emo_feature_ridge'")
+    run_id = metadata["mlflow_run_id"].value
+    assert version.run_id == run_id == by_key["feature_ridge_predictions"]["mlflow_run_id"].value
+
+    # The card carries the features' own settings (this test computes them smaller than the defaults)
+    # and the floor chosen on validation, so predicting an image file gives the table's distribution.
+    card = load_card(emo_home().models, "feature_ridge")
+    assert card.kind == "features" and card.clip == metadata["floor"].value
+    assert card.options["glcm_size"] == SMALL_FEATURES["glcm_size"] and card.options["colour_bins"] == 10
+    store = Warehouse(root / "warehouse")
+    some = store.read_table("emotion6_labels").head(3)
+    predicted = predict_images(list(some["image_path"]), "feature_ridge", emo_home().models)
+    table = store.read_table("feature_ridge_predictions").set_index("image_key").loc[some["image_key"]]
+    np.testing.assert_allclose(predicted.distributions, table[list(PROB_COLUMNS)].to_numpy(), atol=1e-6)

@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 
 from emo_pipeline import metrics
+from emo_pipeline.defs.ensemble import CANDIDATES, ENSEMBLE
 from emo_pipeline.defs.metadata import png_metadata, table_metadata
 from emo_pipeline.defs.resources import WarehouseResource
 from emo_pipeline.dominant import MAJORITY, accuracy_table, labelled_split, majority_predictions
 from emo_pipeline.emotions import EMOTIONS, PROB_COLUMNS
 from emo_pipeline.plots import metrics_bars_png
-from emo_pipeline.profiles import CLASSIFIERS, EMOTION_MODELS
+from emo_pipeline.profiles import CLASSIFIERS
 
 GROUP = "evaluation"
 ACCURACY_TABLE = "dominant_emotion_accuracy"
@@ -25,7 +26,7 @@ ACCURACY_SPLITS = ("val", "test")
 DOMINANT_EMOTION_PREDICTIONS = {"svm": "svm_predictions"}
 # Torch classifiers predict a distribution over the emotions; their argmax is the dominant emotion.
 CLASSIFIER_PREDICTIONS = {name: f"{name}_predictions" for name in CLASSIFIERS}
-DISTRIBUTION_MODELS = [name for name in EMOTION_MODELS["demo"] if name not in CLASSIFIERS]
+DISTRIBUTION_MODELS = [*CANDIDATES, ENSEMBLE]
 DISTRIBUTION_TABLE = "emotion_distribution_metrics"
 TRAIN_MEAN = "train_mean"
 

@@ -26,23 +26,28 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from emo_pipeline.models.backbones import WeightsInfo, find_weights
+from emo_pipeline.models.backbones import PRETRAINED_MODES, WeightsInfo, find_weights
 
 VGG16_LAYOUT: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
                                        512, 512, 512, "M")
 VGG_FC_WIDTH = 4096
+VGG_TRUNK_WIDTH = 64  # conv1's channels in VGG-16; the later blocks have 2x, 4x, 8x, 8x
 
 
-def _vgg16_features() -> nn.Sequential:
-    """VGG-16's conv layers with torchvision's layer indices, poolings rounding up."""
+def _vgg16_features(trunk_width: int = VGG_TRUNK_WIDTH) -> nn.Sequential:
+    """VGG-16's conv layers with torchvision's layer indices, poolings rounding up.
+
+    `trunk_width` scales every block's channels (64 is VGG-16's own); the layer indices stay the same.
+    """
     layers: list[nn.Module] = []
     channels = 3
     for item in VGG16_LAYOUT:
         if item == "M":
             layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
         else:
-            layers += [nn.Conv2d(channels, int(item), 3, padding=1), nn.ReLU(inplace=True)]
-            channels = int(item)
+            width = int(item) * trunk_width // VGG_TRUNK_WIDTH
+            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True)]
+            channels = width
     return nn.Sequential(*layers)
 
 
@@ -68,12 +73,20 @@ class FCN8s(nn.Module):
     width that takes VGG-16's fully connected weights), or less for a quick CPU run. Trained from
     scratch it is a plain 15-layer network without normalisation: Adam at lr 1e-3 drives the sigmoid
     into saturation within a few steps, 1e-4 learns.
+
+    `trunk_width` is conv1's width (VGG-16's 64; the other blocks scale with it). Only 64 takes the
+    ImageNet file; a narrower trunk (16: 1/16 of the computation) is for training from scratch on a
+    CPU, where the full VGG-16 costs seconds per batch even at 32 px.
     """
 
-    def __init__(self, *, fc_channels: int = VGG_FC_WIDTH, dropout: float = 0.5):
+    def __init__(self, *, fc_channels: int = VGG_FC_WIDTH, dropout: float = 0.5,
+                 trunk_width: int = VGG_TRUNK_WIDTH):
         super().__init__()
-        self.features = _vgg16_features()
-        self.fc6 = nn.Sequential(nn.Conv2d(512, fc_channels, 7, padding=3), nn.ReLU(inplace=True), nn.Dropout(dropout))
+        if trunk_width < 1:
+            raise ValueError(f"trunk_width must be positive, not {trunk_width}")
+        self.features = _vgg16_features(trunk_width)
+        top = 8 * trunk_width  # pool4 / pool5 channels (512 in VGG-16)
+        self.fc6 = nn.Sequential(nn.Conv2d(top, fc_channels, 7, padding=3), nn.ReLU(inplace=True), nn.Dropout(dropout))
         self.fc7 = nn.Sequential(nn.Conv2d(fc_channels, fc_channels, 1), nn.ReLU(inplace=True), nn.Dropout(dropout))
         for module in [*self.features, self.fc6[0], self.fc7[0]]:
             if isinstance(module, nn.Conv2d):
@@ -82,8 +95,8 @@ class FCN8s(nn.Module):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(module.bias)
         self.score_fr = nn.Conv2d(fc_channels, 1, 1)
-        self.score_pool4 = nn.Conv2d(512, 1, 1)
-        self.score_pool3 = nn.Conv2d(256, 1, 1)
+        self.score_pool4 = nn.Conv2d(top, 1, 1)
+        self.score_pool3 = nn.Conv2d(4 * trunk_width, 1, 1)
         # Scores start at zero (as in FCN) so the skips add nothing until training finds them useful.
         for layer in (self.score_fr, self.score_pool4, self.score_pool3):
             nn.init.zeros_(layer.weight)
@@ -119,6 +132,7 @@ def build_fcn8s(
     pretrained: str = "auto",
     weights_path: str | os.PathLike[str] | None = None,
     fc_channels: int = VGG_FC_WIDTH,
+    trunk_width: int = VGG_TRUNK_WIDTH,
 ) -> tuple[FCN8s, WeightsInfo]:
     """An FCN-8s whose trunk starts from ImageNet VGG-16 weights when present (see `backbones`).
 
@@ -126,7 +140,19 @@ def build_fcn8s(
     connected layers (`classifier.0`, `classifier.3`) initialise fc6/fc7 when present and of the same
     width (VGG-16's 4096, the default), and the ImageNet output layer (`classifier.6`) is ignored.
     `WeightsInfo.detail` says whether fc6/fc7 were loaded.
+
+    A `trunk_width` other than VGG-16's 64 cannot take the ImageNet file: `auto` then trains from
+    scratch and says why; `required` or a `weights_path` is refused.
     """
+    if trunk_width != VGG_TRUNK_WIDTH:
+        if pretrained not in PRETRAINED_MODES:
+            raise ValueError(f"pretrained must be one of {', '.join(PRETRAINED_MODES)}, not {pretrained!r}")
+        if pretrained == "required" or weights_path is not None:
+            raise ValueError(f"ImageNet VGG-16 weights need trunk_width={VGG_TRUNK_WIDTH}, not {trunk_width}")
+        info = (WeightsInfo(False, "none: trained from scratch (pretrained='none')") if pretrained == "none" else
+                WeightsInfo(False, f"none: trained from scratch (a trunk of width {trunk_width} cannot take "
+                                   f"VGG-16's ImageNet weights)"))
+        return FCN8s(fc_channels=fc_channels, trunk_width=trunk_width), info
     state, info = find_weights("vgg16", pretrained, weights_path)
     model = FCN8s(fc_channels=fc_channels)
     if state is None:
