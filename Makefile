@@ -30,7 +30,10 @@ home: install
 
 demo: home
 	$(BIN)/emo-pipeline synth --out $(EMO_HOME)/synthetic --scale demo
-	$(BIN)/dagster asset materialize -m emo_pipeline.definitions --select '*'
+	$(BIN)/dagster job execute -m emo_pipeline.definitions -j unsharded_job
+	$(BIN)/dagster asset materialize -m emo_pipeline.definitions --select vg_emotion_predictions \
+	  --partition-range shard_00...shard_15
+	$(BIN)/dagster asset materialize -m emo_pipeline.definitions --select dataset_b,dataset_b_objects,dataset_b_relationships
 	@echo
 	@echo "Done. Next:"
 	@echo "  make ui          # Dagster UI on http://127.0.0.1:$(UI_PORT)"

@@ -2,7 +2,10 @@
 
 import dagster as dg
 
-from emo_pipeline.defs import emotion_models, evaluation, features, image_models, raw
+from emo_pipeline.defs import datasets, detection, emotion_models, ensemble, esm, evaluation, features, image_models, raw
+from emo_pipeline.defs.datasets import DATASET_CHECKS
+from emo_pipeline.defs.detection import DETECTION_CHECKS
+from emo_pipeline.defs.esm import ESM_CHECKS
 from emo_pipeline.defs.evaluation import EVALUATION_CHECKS
 from emo_pipeline.defs.features import FEATURE_CHECKS
 from emo_pipeline.defs.image_models import IMAGE_MODEL_CHECKS
@@ -21,12 +24,20 @@ executor = dg.multiprocess_executor.configured({
 
 raw_job = dg.define_asset_job("raw_job", selection=dg.AssetSelection.groups(raw.GROUP),
                               description="Read the three source data sets into the warehouse.")
+# A job cannot mix the sharded Visual Genome predictions with unpartitioned assets, so the graph runs
+# as this job, then a backfill of the shards, then dataset B (see `make demo`).
+unsharded_job = dg.define_asset_job(
+    "unsharded_job",
+    selection=dg.AssetSelection.all() - dg.AssetSelection.assets(datasets.VG_PREDICTIONS).downstream(),
+    description="Every asset except the sharded Visual Genome predictions and dataset B built on them.")
 
 defs = dg.Definitions(
-    assets=[*dg.load_assets_from_modules([raw, features, image_models, evaluation]),
+    assets=[*dg.load_assets_from_modules([raw, features, image_models, esm, ensemble, evaluation, datasets,
+                                                 detection]),
             *emotion_models.EMOTION_MODEL_ASSETS],
-    asset_checks=[*RAW_CHECKS, *FEATURE_CHECKS, *IMAGE_MODEL_CHECKS, *EVALUATION_CHECKS],
-    jobs=[raw_job],
+    asset_checks=[*RAW_CHECKS, *FEATURE_CHECKS, *IMAGE_MODEL_CHECKS, *EVALUATION_CHECKS, *DATASET_CHECKS,
+                  *DETECTION_CHECKS, *ESM_CHECKS],
+    jobs=[raw_job, unsharded_job],
     resources={
         "data_roots": DataRoots.from_environment(),
         "warehouse": WarehouseResource(),

@@ -22,7 +22,7 @@ import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 
-from emo_pipeline.atomic import write_parquet_atomic
+from emo_pipeline.atomic import atomic_output, write_parquet_atomic
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # Statement types a read-only user query may contain.
@@ -75,6 +75,31 @@ class Warehouse:
         if refresh:
             self.refresh_views()
         return path
+
+    def connect_scratch(self, memory_limit: str = "1GB") -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB with one view per table, for building tables with SQL.
+
+        It never opens the catalog, so it needs no lock and cannot change what users query; DuckDB
+        spills to a temporary folder beyond `memory_limit` (full-size Visual Genome joins).
+        """
+        con = duckdb.connect(":memory:", config={"memory_limit": memory_limit})
+        for name, source in self.table_sources().items():
+            literal = source.replace("'", "''")
+            con.execute(f"CREATE VIEW \"{name}\" AS SELECT * FROM read_parquet('{literal}')")
+        return con
+
+    def write_query(self, name: str, con: duckdb.DuckDBPyConnection, sql: str, *, refresh: bool = True) -> Path:
+        """Write the result of `sql` (run on `con`, e.g. from `connect_scratch`) as table `name`, atomically."""
+        path = self.table_path(name)
+        with atomic_output(path) as tmp:
+            literal = str(tmp).replace("'", "''")
+            con.execute(f"COPY ({sql}) TO '{literal}' (FORMAT parquet)")
+        if refresh:
+            self.refresh_views()
+        return path
+
+    def read_partition(self, name: str, partition: str) -> pd.DataFrame:
+        return pd.read_parquet(self.partition_path(name, partition))
 
     def has_table(self, name: str) -> bool:
         return self.table_path(name).is_file() or bool(self._partition_files(name))

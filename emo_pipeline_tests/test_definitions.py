@@ -1,5 +1,6 @@
 """The code location: all definitions load, and the `raw` group materializes end to end."""
 
+import ast
 import json
 import os
 import subprocess
@@ -36,6 +37,26 @@ def test_all_definitions_load():
     graph = defs.resolve_asset_graph()
     blocking = [graph.get_check_spec(k).blocking for k in graph.asset_check_keys]
     assert len(blocking) >= 15 and all(blocking)
+    groups = {graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert {"raw", "features", "image_models", "esm", "evaluation", "detection", "datasets"} <= groups
+    # `make demo` runs this job, then the shards, then dataset B: together they cover every asset.
+    unsharded = {key.to_user_string() for key in defs.resolve_job_def("unsharded_job").asset_layer.selected_asset_keys}
+    assert keys - unsharded == {"vg_emotion_predictions", "dataset_b", "dataset_b_objects", "dataset_b_relationships"}
+
+
+def test_the_library_never_imports_dagster():
+    """Only `defs/` and `definitions.py` know Dagster: the library runs from any script or notebook."""
+    package = PROJECT_ROOT / "emo_pipeline"
+    offenders = []
+    for path in package.rglob("*.py"):
+        if path.is_relative_to(package / "defs") or path.name == "definitions.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n == "dagster" or n.startswith(("dagster.", "dagster_")) for n in names):
+                offenders.append(f"{path.relative_to(package)}:{node.lineno}")
+    assert offenders == []
 
 
 def test_raw_group_materializes_and_its_checks_pass(world: Path, tmp_path: Path):

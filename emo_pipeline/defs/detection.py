@@ -1,0 +1,253 @@
+"""Group `detection`: the YOLO object detector of dataset A and the objects it finds in Emotion6.
+
+- `object_detector`: user weights when given (`weights_path` in the asset config, or the
+  `EMO_DETECTOR_WEIGHTS` environment variable), else a detector trained here from the ultralytics
+  model yaml (random init) on the Visual Genome boxes of the most frequent object names, so that
+  dataset A shares dataset B's object vocabulary. The weights end up in
+  `$EMO_HOME/models/object_detector.pt`; the YOLO dataset and ultralytics' run folder under
+  `$EMO_HOME/detector/`. Parameters, per-epoch losses, validation metrics and the weights go to MLflow.
+- `emotion6_detections`: every Emotion6 image through that detector; images without a detection
+  keep one row with NULL object, confidence and box.
+
+The work is done by `emo_pipeline.detector`; this module adds storage, metadata, MLflow and lineage.
+"""
+
+import dataclasses
+import hashlib
+import os
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from emo_pipeline import detector
+from emo_pipeline.atomic import atomic_output
+from emo_pipeline.defs.metadata import png_metadata, table_metadata
+from emo_pipeline.defs.resources import DataRoots, MLflowResource, TorchDeviceResource, WarehouseResource
+from emo_pipeline.home import emo_home
+from emo_pipeline.plots import class_ap_png, detections_png
+from emo_pipeline.profiles import active_profile
+
+GROUP = "detection"
+GPU_TAGS = {"emo/device": "gpu"}
+DETECTOR = "object_detector"
+DETECTIONS = "emotion6_detections"
+WEIGHTS_ENV = "EMO_DETECTOR_WEIGHTS"
+
+
+def detector_weights_path() -> Path:
+    """Where `object_detector` leaves the weights `emotion6_detections` uses."""
+    return emo_home().models / f"{DETECTOR}.pt"
+
+
+def detector_work_dir() -> Path:
+    """The YOLO dataset (`dataset/`) and ultralytics' training run (`runs/train/`)."""
+    return emo_home().root / "detector"
+
+
+class ObjectDetectorConfig(dg.Config):
+    """Leave `weights_path` unset to train; unset numbers take the profile's value (EMO_PROFILE)."""
+
+    weights_path: str | None = None     # a local ultralytics .pt (e.g. a COCO model); else $EMO_DETECTOR_WEIGHTS
+    model_yaml: str = detector.DEFAULT_MODEL_YAML  # yolo11n.yaml or yolov8n.yaml, shipped in the wheel
+    top_n_objects: int | None = None    # vocabulary: the N most frequent Visual Genome object names
+    epochs: int | None = None
+    imgsz: int | None = None
+    batch: int | None = None
+    lr0: float | None = None
+    workers: int | None = None
+    amp: bool | None = None             # mixed precision on a GPU; needs yolo26n.pt in ultralytics' weights dir
+    seed: int = 0
+    val_share: float = 0.2
+
+
+def _ultralytics_device(torch_device: TorchDeviceResource) -> str:
+    device = torch_device.torch_device()
+    return "cpu" if device.type == "cpu" else str(device.index or 0)
+
+
+def _copy_atomic(source: Path, target: Path) -> str:
+    """Copy `source` onto `target` atomically; return the sha256 of what was copied."""
+    digest = hashlib.sha256()
+    with atomic_output(target) as tmp:
+        with open(source, "rb") as src, open(tmp, "wb") as dst:
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                digest.update(chunk)
+                dst.write(chunk)
+    return digest.hexdigest()
+
+
+def _resolve_settings(config: ObjectDetectorConfig, device: str) -> tuple[detector.DetectorSettings, int]:
+    profile = active_profile()
+    base = detector.DETECTOR_PROFILES[profile]
+    overrides = {k: getattr(config, k) for k in ("epochs", "imgsz", "batch", "lr0", "workers", "amp")
+                 if getattr(config, k) is not None}
+    if config.model_yaml not in detector.MODEL_YAMLS:
+        raise ValueError(f"model_yaml {config.model_yaml!r}: choose one of {', '.join(detector.MODEL_YAMLS)}")
+    settings = dataclasses.replace(base, model_yaml=config.model_yaml, seed=config.seed, device=device, **overrides)
+    return settings, config.top_n_objects or detector.DETECTOR_VOCABULARY[profile]
+
+
+@dg.asset(group_name=GROUP, deps=["vg_images", "vg_objects"], kinds={"pytorch", "mlflow"}, op_tags=GPU_TAGS)
+def object_detector(context: dg.AssetExecutionContext, config: ObjectDetectorConfig, data_roots: DataRoots,
+                    warehouse: WarehouseResource, mlflow: MLflowResource,
+                    torch_device: TorchDeviceResource) -> dg.MaterializeResult:
+    """The YOLO detector of dataset A: the user's weights, or trained here on Visual Genome boxes."""
+    import mlflow as mlflow_api
+
+    target = detector_weights_path()
+    user_weights = config.weights_path or os.environ.get(WEIGHTS_ENV) or None
+    device = _ultralytics_device(torch_device)
+    metadata: dict = {}
+    with mlflow.start_run(context, run_name=DETECTOR) as run:
+        if user_weights:
+            loaded = detector.load_detector(user_weights)
+            path_taken = f"user weights {loaded.weights}"
+            context.log.info(f"object_detector: using {path_taken} ({len(loaded.names)} classes); no training")
+            names = loaded.names
+            sha = _copy_atomic(loaded.weights, target)
+            mlflow_api.log_params({"path_taken": path_taken, "trained": False, "weights_path": str(loaded.weights),
+                                   "classes": len(names), "weights_sha256": sha})
+            metadata.update({"trained": False, "train_imgsz": loaded.train_imgsz or 0})
+        else:
+            settings, top_n = _resolve_settings(config, device)
+            store = warehouse.get()
+            objects = store.read_table("vg_objects", columns=["image_id", "name", "x", "y", "w", "h"])
+            images = store.read_table("vg_images", columns=["image_id", "width", "height", "image_path"])
+            names = detector.vocabulary(objects, top_n)
+            context.log.info(f"object_detector: no weights given, training {settings.model_yaml} from random init "
+                             f"on the {len(names)} most frequent Visual Genome object names ({active_profile()} "
+                             f"profile): {', '.join(names[:20])}{' ...' if len(names) > 20 else ''}")
+            work = detector_work_dir()
+            dataset = detector.write_yolo_dataset(images, objects, names, data_roots.vg(), work / "dataset",
+                                                  val_share=config.val_share, seed=config.seed,
+                                                  log=context.log.info)
+            path_taken = f"trained from {settings.model_yaml}, random init"
+            mlflow_api.log_params({**detector.settings_dict(settings), "path_taken": path_taken, "trained": True,
+                                   "profile": active_profile(), "top_n_objects": top_n, "classes": len(names),
+                                   "val_share": config.val_share, "train_images": dataset.images["train"],
+                                   "val_images": dataset.images["val"]})
+            trained = detector.train_detector(dataset.data_yaml, settings, work / "runs", log=context.log.info)
+            for record in trained.history:
+                mlflow_api.log_metrics({**{k.replace("/", "_"): v for k, v in record.losses.items()},
+                                        **{f"val_{k}": v for k, v in record.metrics.items()},
+                                        "epoch_seconds": record.seconds}, step=record.epoch)
+            mlflow_api.log_metrics({f"val_{k}": v for k, v in trained.metrics.items()})
+            sha = _copy_atomic(trained.weights, target)
+            mlflow_api.log_param("weights_sha256", sha)
+            epochs_run = len(trained.history)
+            metadata.update({
+                "trained": True,
+                "settings": dg.MetadataValue.json(detector.settings_dict(settings)),
+                "dataset": dg.MetadataValue.path(str(dataset.root)),
+                "dataset_images": dg.MetadataValue.json({**dataset.images, "background": dataset.background_images,
+                                                         "missing_files": dataset.missing_images}),
+                "dataset_boxes": dg.MetadataValue.json(dataset.boxes),
+                "epochs_run": epochs_run,
+                "training_seconds": round(trained.seconds, 1),
+                "seconds_per_epoch": round(trained.seconds / max(epochs_run, 1), 2),
+                "device": trained.device,
+                **{f"val_{k}": round(v, 4) for k, v in trained.metrics.items()},
+            })
+            if trained.per_class_ap50:
+                png = class_ap_png(trained.per_class_ap50, f"{DETECTOR}: AP50 per class on the val split")
+                metadata["val_ap50_per_class"] = png_metadata(png, "AP50 per class")
+                mlflow_api.log_dict(trained.per_class_ap50, "val_ap50_per_class.json")
+        mlflow_api.log_dict({"names": names}, "classes.json")
+        mlflow_api.log_artifact(str(target))
+        mlflow_api.set_tag("path_taken", path_taken)
+    context.log.info(f"object_detector: {path_taken}; weights at {target}")
+    return dg.MaterializeResult(metadata={
+        "path_taken": path_taken,
+        "weights": dg.MetadataValue.path(str(target)),
+        "weights_sha256": sha,
+        "classes": dg.MetadataValue.json(names),
+        "n_classes": len(names),
+        "mlflow_run_id": run.info.run_id,
+        **metadata,
+    })
+
+
+class DetectionConfig(dg.Config):
+    confidence: float = 0.2         # the paper's threshold for dataset A
+    imgsz: int | None = None        # default: the size the detector was trained at, else 640
+    batch: int = 16
+    samples_shown: int = 4
+
+
+@dg.asset(group_name=GROUP, deps=[DETECTOR, "emotion6_labels"], kinds={"parquet"}, op_tags=GPU_TAGS)
+def emotion6_detections(context: dg.AssetExecutionContext, config: DetectionConfig, warehouse: WarehouseResource,
+                        torch_device: TorchDeviceResource) -> dg.MaterializeResult:
+    """Objects found in every Emotion6 image: image_key, object, confidence, box x, y, w, h in pixels.
+
+    An image without a detection keeps one row whose object, class_id, confidence and box are NULL:
+    `SELECT count(DISTINCT image_key) FROM emotion6_detections WHERE object IS NULL` counts them.
+    """
+    weights = detector_weights_path()
+    if not weights.is_file():
+        raise FileNotFoundError(f"no detector weights at {weights}: materialize {DETECTOR} first")
+    loaded = detector.load_detector(weights)
+    imgsz = config.imgsz or loaded.train_imgsz or 640
+    store = warehouse.get()
+    labels = store.read_table("emotion6_labels", columns=["image_key", "image_path"])
+    context.log.info(f"{DETECTIONS}: {len(labels)} images through {weights} ({len(loaded.names)} classes) at "
+                     f"{imgsz} px, confidence >= {config.confidence}")
+    table = detector.detect(loaded, zip(labels["image_key"], labels["image_path"]), conf=config.confidence,
+                            imgsz=imgsz, batch=config.batch, device=_ultralytics_device(torch_device),
+                            log=context.log.info)
+    path = store.write_table(DETECTIONS, table)
+    found = table.dropna(subset=["object"])
+    empty = int(table.loc[table["object"].isna(), "image_key"].nunique())
+    top = found["object"].value_counts().head(15).rename_axis("object").reset_index(name="detections")
+    context.log.info(f"{DETECTIONS}: {len(found)} detections in {table['image_key'].nunique()} images, "
+                     f"{empty} images without one")
+    shown = labels.head(0)
+    if len(found):
+        shown = labels[labels["image_key"].isin(found["image_key"].drop_duplicates().head(config.samples_shown))]
+    samples = [(key, p, table[table["image_key"] == key]) for key, p in zip(shown["image_key"], shown["image_path"])]
+    metadata = {
+        **table_metadata(table, path),
+        "images": int(table["image_key"].nunique()),
+        "detections": len(found),
+        "images_without_detection": empty,
+        "detections_per_image": round(len(found) / max(len(labels), 1), 3),
+        "confidence_threshold": config.confidence,
+        "imgsz": imgsz,
+        "detector_weights": dg.MetadataValue.path(str(weights)),
+        "top_objects": dg.MetadataValue.md(top.to_markdown(index=False) if len(top) else "(no detections)"),
+    }
+    if samples:
+        metadata["samples"] = png_metadata(detections_png(samples, f"{DETECTIONS}: samples"), "detections")
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset_check(asset=DETECTIONS, name="every_emotion6_image_present", blocking=True,
+                additional_deps=["emotion6_labels"],
+                description="every Emotion6 image has a row; an image with a NULL-object row has no other row; "
+                            "boxes lie inside their image")
+def detections_cover_emotion6(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    store = warehouse.get()
+    table = store.read_table(DETECTIONS)
+    keys = set(store.read_table("emotion6_labels", columns=["image_key"])["image_key"])
+    present = set(table["image_key"])
+    missing, unknown = keys - present, present - keys
+    null_rows = table["object"].isna()
+    # An image is either one NULL row (nothing found) or only detections, never both or two NULL rows.
+    per_image = pd.DataFrame({"nulls": null_rows, "found": ~null_rows, "image_key": table["image_key"]}) \
+        .groupby("image_key")[["nulls", "found"]].sum()
+    mixed = int(((per_image["nulls"] > 0) & ((per_image["found"] > 0) | (per_image["nulls"] > 1))).sum())
+    boxes = table[~null_rows]
+    tolerance = 1.0  # pixels: the detector's boxes are floats clipped to the image by ultralytics
+    outside = int(((boxes["x"] < -tolerance) | (boxes["y"] < -tolerance) | (boxes["w"] <= 0) | (boxes["h"] <= 0)
+                   | (boxes["x"] + boxes["w"] > boxes["image_width"] + tolerance)
+                   | (boxes["y"] + boxes["h"] > boxes["image_height"] + tolerance)).sum())
+    passed = not missing and not unknown and mixed == 0 and outside == 0
+    return dg.AssetCheckResult(passed=passed, metadata={
+        "images": len(present), "missing_images": len(missing), "unknown_images": len(unknown),
+        "mixed_null_rows": mixed, "boxes_outside_image": outside,
+        "missing_sample": dg.MetadataValue.json(sorted(missing)[:20]),
+    }, description=(f"{len(missing)} Emotion6 images missing, {len(unknown)} unknown keys, {mixed} images with "
+                    f"both a NULL row and detections, {outside} boxes outside their image"))
+
+
+DETECTION_CHECKS = [detections_cover_emotion6]

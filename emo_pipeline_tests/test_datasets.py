@@ -1,0 +1,171 @@
+"""Dataset B: sharded Visual Genome predictions that resume after a crash, the joined tables and their SQL."""
+
+import shutil
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from emo_pipeline.datasets import SHARDS, predict_shard, resolve_image_paths, shard_keys
+from emo_pipeline.definitions import defs
+from emo_pipeline.defs.resources import DataRoots, MLflowResource, WarehouseResource
+from emo_pipeline.emotions import EMOTIONS, PROB_COLUMNS
+from emo_pipeline.home import emo_home
+from emo_pipeline.model_store import card_version, load_card
+from emo_pipeline.store import Warehouse
+from emo_pipeline.synthetic import write_world
+
+FULL_RANGE = {"dagster/asset_partition_range_start": shard_keys()[0],
+              "dagster/asset_partition_range_end": shard_keys()[-1]}
+PREDICTIONS = "vg_emotion_predictions"
+
+
+def _definitions(resources: dict) -> dg.Definitions:
+    return dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, resources=resources)
+
+
+def _run(resources: dict, keys: list[str], tags: dict | None = None, run_config: dict | None = None):
+    job = _definitions(resources).resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(asset_selection=[dg.AssetKey(k) for k in keys], tags=tags or {},
+                                  run_config=run_config or {}, instance=dg.DagsterInstance.ephemeral(),
+                                  raise_on_error=False)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory):
+    """A synthetic world ingested, with the small CNN trained and scored (the default model of dataset B)."""
+    tmp = tmp_path_factory.mktemp("datasets")
+    world = tmp / "world"
+    write_world(world, seed=11, scale="demo")
+    resources = {
+        **defs.resources,
+        "data_roots": DataRoots(emotion6_dir=str(world / "Emotion6"), emotionroi_dir=str(world / "EmotionROI"),
+                                vg_dir=str(world / "VG")),
+        "warehouse": WarehouseResource(root=str(tmp / "warehouse")),
+        "mlflow": MLflowResource(root=str(tmp / "mlflow")),
+    }
+    keys = ["emotion6_labels", "emotion6_rejected", "emotion6_split", "vg_images", "vg_objects", "vg_relationships",
+            "vg_attributes", "vg_rejected", "small_cnn_model", "small_cnn_predictions", "emotion_distribution_metrics"]
+    result = _run(resources, keys, run_config={"ops": {"small_cnn": {"config": {"epochs": 2}}}})
+    assert result.success
+    return tmp, resources
+
+
+def _with_warehouse(resources: dict, root) -> dict:
+    """The same models and data in another warehouse, sharing the ingested tables."""
+    target = Warehouse(root)
+    shutil.copytree(resources["warehouse"].get().tables_dir, target.tables_dir)
+    target.refresh_views()
+    return {**resources, "warehouse": WarehouseResource(root=str(root))}
+
+
+def test_a_crashed_run_resumes_without_redoing_finished_shards(world):
+    tmp, base = world
+    crashed = _with_warehouse(base, tmp / "crashed")
+    store = crashed["warehouse"].get()
+    # A folder where shard_05's file must go makes the rename fail there: the run dies mid-way, as on a
+    # full disk, after shards 00-04 were written.
+    blocker = store.partition_path(PREDICTIONS, "shard_05")
+    blocker.mkdir(parents=True)
+    first = _run(crashed, [PREDICTIONS], FULL_RANGE)
+    assert not first.success
+    done = {key: store.partition_path(PREDICTIONS, key) for key in shard_keys()[:5]}
+    assert all(path.is_file() for path in done.values())
+    assert not any(store.partition_path(PREDICTIONS, key).is_file() for key in shard_keys()[6:])
+    stamps = {key: path.stat().st_mtime_ns for key, path in done.items()}
+
+    blocker.rmdir()
+    second = _run(crashed, [PREDICTIONS], FULL_RANGE)
+    assert second.success
+    assert {key: path.stat().st_mtime_ns for key, path in done.items()} == stamps  # not redone
+    event = second.get_asset_materialization_events()[0]  # one per shard, the same metadata on each
+    kept = sum(len(store.read_partition(PREDICTIONS, key)) for key in done)
+    assert event.materialization.metadata["images_kept_from_earlier_run"].value == kept
+
+    clean = _with_warehouse(base, tmp / "uninterrupted")
+    assert _run(clean, [PREDICTIONS], FULL_RANGE).success
+    resumed = store.read_table(PREDICTIONS).sort_values("image_id").reset_index(drop=True)
+    straight = clean["warehouse"].get().read_table(PREDICTIONS).sort_values("image_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(resumed, straight)
+    assert len(resumed) == store.table_row_count("vg_images")
+    assert set(resumed["model"]) == {"small_cnn"}  # the only scored model is the best one
+
+
+def test_dataset_b_covers_every_image_and_answers_sql(world):
+    tmp, base = world
+    resources = _with_warehouse(base, tmp / "dataset_b")
+    assert _run(resources, [PREDICTIONS], FULL_RANGE).success
+    result = _run(resources, ["dataset_b", "dataset_b_objects", "dataset_b_relationships"])
+    assert result.success
+    checks = result.get_asset_check_evaluations()
+    assert {c.check_name for c in checks} >= {"every_image_once", "distributions_sum_to_one"}
+    assert all(c.passed for c in checks)
+
+    store = resources["warehouse"].get()
+    images = store.read_table("vg_images")
+    table = store.read_table("dataset_b")
+    assert len(table) == len(images) and table["readable"].all()  # the synthetic world has every picture
+    np.testing.assert_allclose(table[list(EMOTIONS)].sum(axis=1), 1.0, atol=1e-6)
+    # The per-object table has one row per annotated object, carrying its image's emotions.
+    objects = store.read_table("vg_objects")
+    assert store.table_row_count("dataset_b_objects") == len(objects)
+    assert store.table_row_count("dataset_b_relationships") == store.table_row_count("vg_relationships")
+    counts = objects.groupby("image_id").size()
+    merged = table.set_index("image_id")["objects"]
+    assert (merged.loc[counts.index] == counts).all()
+
+    profile = store.query("""SELECT object, count(*) AS n, avg(joy) AS joy FROM dataset_b_objects
+                             GROUP BY object ORDER BY n DESC LIMIT 3""")
+    assert len(profile) == 3 and profile["joy"].between(0, 1).all()
+    top = store.query("SELECT dominant_emotion, count(*) AS n FROM dataset_b GROUP BY 1")
+    assert top["n"].sum() == len(images)
+
+
+def test_images_without_a_file_keep_their_row(world, tmp_path):
+    _, base = world
+    images = pd.DataFrame({"image_id": [1, 2, 3], "image_path": [None, str(tmp_path / "gone.jpg"), None]})
+    images.loc[2, "image_path"] = str(base["data_roots"].vg() / base["warehouse"].get().read_table("vg_images")["image_path"].iloc[0])
+    models = emo_home().models
+    card = load_card(models, "small_cnn")
+    frame = predict_shard(images, card, models, card_version(models, "small_cnn"))
+    assert frame["readable"].tolist() == [False, False, True]
+    assert frame.loc[:1, list(PROB_COLUMNS)].isna().all().all()
+    assert frame.loc[:1, "dominant_emotion"].isna().all()
+    assert abs(frame.loc[2, list(PROB_COLUMNS)].sum() - 1) < 1e-6
+
+
+def test_shards_partition_the_image_ids():
+    assert len(shard_keys()) == SHARDS and len(set(shard_keys())) == SHARDS
+
+
+def test_image_paths_stay_inside_the_data_root(tmp_path):
+    images = pd.DataFrame({"image_id": [1, 2, 3], "image_path": ["VG_100K/1.jpg", "../../etc/passwd", None]})
+    resolved = resolve_image_paths(images, tmp_path)
+    assert resolved["image_path"].iloc[0] == str(tmp_path.resolve() / "VG_100K" / "1.jpg")
+    assert resolved["image_path"].iloc[1:].isna().all()
+
+
+def test_dataset_a_joins_labels_and_detections(world, tmp_path):
+    _, base = world
+    resources = _with_warehouse(base, tmp_path / "dataset_a")
+    store = resources["warehouse"].get()
+    labels = store.read_table("emotion6_labels")
+    first, second = labels["image_key"].iloc[0], labels["image_key"].iloc[1]
+    # Two detections in the first image, none in the second (the detector's NULL row), the rest absent
+    # from the detector's output would break its own check, so they get NULL rows too.
+    rows = [(first, "dog", 0.9, 1, 2, 30, 40), (first, "grass", 0.5, 0, 50, 160, 70)]
+    rows += [(key, None, None, None, None, None, None) for key in labels["image_key"].iloc[1:]]
+    detections = pd.DataFrame(rows, columns=["image_key", "object", "confidence", "x", "y", "w", "h"])
+    store.write_table("emotion6_detections", detections.astype({"object": "string"}))
+    result = _run(resources, ["dataset_a", "dataset_a_objects"])
+    assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
+
+    table = store.read_table("dataset_a").set_index("image_key")
+    assert len(table) == len(labels)
+    assert table.loc[first, "objects"] == 2 and list(table.loc[first, "object_names"]) == ["dog", "grass"]
+    assert table.loc[second, "objects"] == 0 and len(table.loc[second, "object_names"]) == 0
+    true_joy = labels.set_index("image_key").loc[first, "prob_joy"]
+    assert table.loc[first, "joy"] == pytest.approx(true_joy)
+    objects = store.query("SELECT image_key, object, joy FROM dataset_a_objects ORDER BY confidence DESC")
+    assert objects["object"].tolist() == ["dog", "grass"] and (objects["image_key"] == first).all()
