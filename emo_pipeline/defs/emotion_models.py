@@ -64,6 +64,21 @@ def split_metrics(predictions: pd.DataFrame, labels: pd.DataFrame) -> dict[str, 
     return out
 
 
+def log_fitted_model(fitted, labels: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Log a fitted distribution model to the active MLflow run: per-epoch losses, where its weights
+    came from, its prediction floor and its metrics per split (returned, beside the train mean's)."""
+    import mlflow as mlflow_api
+
+    for record in fitted.result.history:
+        mlflow_api.log_metrics({"train_loss": record.train_loss, "val_loss": record.val_loss}, step=record.epoch)
+    mlflow_api.log_params({"weights_source": fitted.weights.source, "pretrained_loaded": fitted.weights.pretrained,
+                           "prediction_floor": fitted.clip})
+    scores = split_metrics(fitted.predictions, labels)
+    for split_name, values in scores.items():
+        mlflow_api.log_metrics({f"{split_name}_{k}": v for k, v in values.items()})
+    return scores
+
+
 def emotion_model_asset(name: str) -> dg.AssetsDefinition:
     model_key, predictions_key = f"{name}_model", f"{name}_predictions"
 
@@ -97,13 +112,7 @@ def emotion_model_asset(name: str) -> dg.AssetsDefinition:
             fitted = fit_emotion_model(
                 labels, split, settings, checkpoints, device=device, log=context.log.info,
             )
-            for record in fitted.result.history:
-                mlflow_api.log_metrics({"train_loss": record.train_loss, "val_loss": record.val_loss}, step=record.epoch)
-            mlflow_api.log_params({"weights_source": fitted.weights.source, "pretrained_loaded": fitted.weights.pretrained,
-                                   "prediction_floor": fitted.clip})
-            scores = split_metrics(fitted.predictions, labels)
-            for split_name, values in scores.items():
-                mlflow_api.log_metrics({f"{split_name}_{k}": v for k, v in values.items()})
+            scores = log_fitted_model(fitted, labels)
             # A batch of two keeps the exported model's batch dimension dynamic.
             example = torch.zeros(2, 3, settings.size, settings.size)
             info = log_torch_model(fitted.model.cpu().eval(), example.numpy(), registered_model_name=f"emo_{name}")

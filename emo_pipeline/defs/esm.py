@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from emo_pipeline.defs.emotion_models import GPU_TAGS, REPORTED, data_fingerprint, split_metrics
+from emo_pipeline.defs.emotion_models import GPU_TAGS, REPORTED, data_fingerprint, log_fitted_model
 from emo_pipeline.defs.metadata import png_metadata, table_metadata
 from emo_pipeline.defs.resources import MLflowResource, TorchDeviceResource, WarehouseResource
 from emo_pipeline.emotions import PROB_COLUMNS
@@ -260,13 +260,7 @@ def esm_resnet(context: dg.AssetExecutionContext, config: ESMResNetOverrides, wa
                                "device": str(device)})
         fitted = fit_esm_resnet(labels, split, fcn, fcn_card.size, settings, checkpoints, device=device,
                                 log=context.log.info)
-        for record in fitted.result.history:
-            mlflow_api.log_metrics({"train_loss": record.train_loss, "val_loss": record.val_loss}, step=record.epoch)
-        mlflow_api.log_params({"weights_source": fitted.weights.source, "pretrained_loaded": fitted.weights.pretrained,
-                               "prediction_floor": fitted.clip})
-        scores = split_metrics(fitted.predictions, labels)
-        for split_name, values in scores.items():
-            mlflow_api.log_metrics({f"{split_name}_{k}": v for k, v in values.items()})
+        scores = log_fitted_model(fitted, labels)
         # The registered model takes one (N, 4, S, S) tensor: normalised RGB, then the FCN's map
         # resized to S (see emo_pipeline.esm.MapInput); a batch of two keeps N dynamic.
         example = torch.zeros(2, 4, settings.size, settings.size)
