@@ -38,6 +38,7 @@ class EmotionModelOverrides(dg.Config):
     epochs: int | None = None
     lr: float | None = None
     batch_size: int | None = None
+    patience: int | None = None
     loss: str | None = None
     seed: int | None = None
     augment: bool | None = None

@@ -24,7 +24,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from emo_pipeline.defs.emotion_models import GPU_TAGS, REPORTED, data_fingerprint, log_fitted_model
+from emo_pipeline.defs.emotion_models import (
+    GPU_TAGS,
+    REPORTED,
+    EmotionModelOverrides,
+    data_fingerprint,
+    log_fitted_model,
+)
 from emo_pipeline.defs.metadata import png_metadata, table_metadata
 from emo_pipeline.defs.resources import MLflowResource, TorchDeviceResource, WarehouseResource
 from emo_pipeline.emotions import PROB_COLUMNS
@@ -204,21 +210,11 @@ def _latest_metadata(context: dg.AssetCheckExecutionContext, name: str) -> dict:
 
 # --- ESM-ResNet on Emotion6 ----------------------------------------------------------------------------
 
-class ESMResNetOverrides(dg.Config):
+class ESMResNetOverrides(EmotionModelOverrides):
     """Overrides of the profile's defaults; unset fields keep the profile's value."""
 
     arch: str | None = None          # resnet18 | resnet101
-    size: int | None = None
     esm_model: str | None = None     # the FCN whose maps are used: one of esm_fcn8s_32, esm_fcn8s_64
-    epochs: int | None = None
-    lr: float | None = None
-    batch_size: int | None = None
-    patience: int | None = None
-    loss: str | None = None
-    seed: int | None = None
-    augment: bool | None = None
-    pretrained: str = "auto"  # auto: ImageNet weights when present | required | none
-    weights_path: str | None = None
 
 
 @dg.multi_asset(
@@ -240,7 +236,7 @@ def esm_resnet(context: dg.AssetExecutionContext, config: ESMResNetOverrides, wa
     store = warehouse.get()
     labels = store.read_table("emotion6_labels")
     split = store.read_table("emotion6_split")
-    overrides = {k: v for k, v in config.model_dump().items() if v is not None}
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model_dump().items() if v is not None}
     settings = dataclasses.replace(esm_resnet_config(), **overrides)
     if settings.esm_model not in FCN_KEYS:
         raise dg.Failure(f"esm_model must be one of {', '.join(FCN_KEYS)}, not {settings.esm_model!r}")
