@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -65,6 +66,18 @@ def split_metrics(predictions: pd.DataFrame, labels: pd.DataFrame) -> dict[str, 
     return out
 
 
+def set_overrides(config: dg.Config) -> dict:
+    """The fields a user set in an overrides config, as `dataclasses.replace` arguments (lists as tuples)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in config.model_dump().items() if v is not None}
+
+
+def checkpoint_dir(name: str, settings: object, *fingerprints: str) -> Path:
+    """A folder per configuration and data: a changed setting or new data never resumes an old run."""
+    key = hashlib.sha256(json.dumps([dataclasses.asdict(settings), *fingerprints], sort_keys=True,
+                                    default=str).encode()).hexdigest()[:16]
+    return emo_home().root / "checkpoints" / name / key
+
+
 def log_fitted_model(fitted, labels: pd.DataFrame) -> dict[str, dict[str, float]]:
     """Log a fitted distribution model to the active MLflow run: per-epoch losses, where its weights
     came from, its prediction floor and its metrics per split (returned, beside the train mean's)."""
@@ -98,12 +111,10 @@ def emotion_model_asset(name: str) -> dg.AssetsDefinition:
         store = warehouse.get()
         labels = store.read_table("emotion6_labels")
         split = store.read_table("emotion6_split")
-        overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model_dump().items() if v is not None}
+        overrides = set_overrides(config)
         settings = dataclasses.replace(emotion_model_config(name), **overrides)
         device = torch_device.torch_device()
-        key = hashlib.sha256(json.dumps([dataclasses.asdict(settings), data_fingerprint(labels, split)],
-                                        sort_keys=True).encode()).hexdigest()[:16]
-        checkpoints = emo_home().root / "checkpoints" / name / key
+        checkpoints = checkpoint_dir(name, settings, data_fingerprint(labels, split))
         context.log.info(f"{name}: profile {active_profile()}, {settings}, device {device}, checkpoints {checkpoints}")
 
         import mlflow as mlflow_api

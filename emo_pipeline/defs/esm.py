@@ -14,7 +14,6 @@ losses, metrics and a registered model. Defaults come from the profile (`EMO_PRO
 
 import dataclasses
 import hashlib
-import json
 import math
 import shutil
 from pathlib import Path
@@ -28,8 +27,10 @@ from emo_pipeline.defs.emotion_models import (
     GPU_TAGS,
     REPORTED,
     EmotionModelOverrides,
+    checkpoint_dir,
     data_fingerprint,
     log_fitted_model,
+    set_overrides,
 )
 from emo_pipeline.defs.metadata import png_metadata, table_metadata
 from emo_pipeline.defs.resources import MLflowResource, TorchDeviceResource, WarehouseResource
@@ -50,13 +51,6 @@ ESM_RESNET = "esm_resnet"
 ESM_RESNET_MODEL, ESM_RESNET_PREDICTIONS = f"{ESM_RESNET}_model", f"{ESM_RESNET}_predictions"
 # The FCN whose maps the ESM-ResNet reads by default, in any profile (the 64 px one in both today).
 ESM_RESNET_FCNS = sorted({config.esm_model for config in ESM_RESNET_CONFIGS.values()})
-
-
-def _checkpoints(name: str, settings: object, *fingerprints: str) -> Path:
-    """A folder per configuration and data: a changed setting or new data never resumes an old run."""
-    key = hashlib.sha256(json.dumps([dataclasses.asdict(settings), *fingerprints], sort_keys=True,
-                                    default=str).encode()).hexdigest()[:16]
-    return emo_home().root / "checkpoints" / name / key
 
 
 def _maps_fingerprint(maps: pd.DataFrame, split: pd.DataFrame) -> str:
@@ -107,12 +101,12 @@ def esm_model(context: dg.AssetExecutionContext, config: ESMModelOverrides, ware
     store = warehouse.get()
     maps = store.read_table("emotionroi_maps")
     split = store.read_table("emotionroi_split")
-    overrides = {k: v for k, v in config.model_dump().items() if v is not None}
+    overrides = set_overrides(config)
     device = torch_device.torch_device()
     selected = {key.to_user_string() for key in context.selected_asset_keys}
     for name in (key for key in FCN_KEYS if key in selected):
         settings = dataclasses.replace(esm_model_config(name), **overrides)
-        checkpoints = _checkpoints(name, settings, _maps_fingerprint(maps, split))
+        checkpoints = checkpoint_dir(name, settings, _maps_fingerprint(maps, split))
         context.log.info(f"{name}: profile {active_profile()}, {settings}, device {device}, checkpoints {checkpoints}")
 
         with mlflow.start_run(context, run_name=name) as run:
@@ -236,7 +230,7 @@ def esm_resnet(context: dg.AssetExecutionContext, config: ESMResNetOverrides, wa
     store = warehouse.get()
     labels = store.read_table("emotion6_labels")
     split = store.read_table("emotion6_split")
-    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model_dump().items() if v is not None}
+    overrides = set_overrides(config)
     settings = dataclasses.replace(esm_resnet_config(), **overrides)
     if settings.esm_model not in FCN_KEYS:
         raise dg.Failure(f"esm_model must be one of {', '.join(FCN_KEYS)}, not {settings.esm_model!r}")
@@ -246,7 +240,7 @@ def esm_resnet(context: dg.AssetExecutionContext, config: ESMResNetOverrides, wa
     except ModelNotFound as exc:
         raise dg.Failure(f"{exc}; materialize {settings.esm_model} first") from exc
     device = torch_device.torch_device()
-    checkpoints = _checkpoints(ESM_RESNET, settings, data_fingerprint(labels, split),
+    checkpoints = checkpoint_dir(ESM_RESNET, settings, data_fingerprint(labels, split),
                                _file_digest(models_dir / f"{settings.esm_model}.pt"))
     context.log.info(f"{ESM_RESNET}: profile {active_profile()}, {settings}, maps from {settings.esm_model} "
                      f"({fcn_card.size} px), device {device}, checkpoints {checkpoints}")
