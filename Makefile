@@ -33,11 +33,12 @@ demo: home
 	$(BIN)/dagster job execute -m emo_pipeline.definitions -j unsharded_job
 	$(BIN)/dagster asset materialize -m emo_pipeline.definitions --select vg_emotion_predictions \
 	  --partition-range shard_00...shard_15
-	$(BIN)/dagster asset materialize -m emo_pipeline.definitions --select dataset_b,dataset_b_objects,dataset_b_relationships
+	$(BIN)/dagster job execute -m emo_pipeline.definitions -j dataset_b_job
 	@echo
 	@echo "Done. Next:"
 	@echo "  make ui          # Dagster UI on http://127.0.0.1:$(UI_PORT)"
 	@echo "  $(VENV)/bin/emo-pipeline sql \"SELECT dominant_emotion, count(*) AS images FROM emotion6_labels GROUP BY 1 ORDER BY 2 DESC\""
+	@echo "  $(VENV)/bin/emo-pipeline objects --joy 0.7 --surprise 0.3 -k 10"
 	@echo "  make mlflow-ui   # MLflow on http://127.0.0.1:$(MLFLOW_PORT)"
 
 test: home
@@ -53,6 +54,7 @@ mlflow-ui: install
 
 bench: install
 	$(BIN)/python bench/vg_ingest.py
+	$(BIN)/python bench/emotion_object_scores.py
 
 clean:
 	rm -rf $(EMO_HOME)

@@ -1,4 +1,5 @@
-"""The `emo-pipeline` command: inspect data sets, write the synthetic world, query the warehouse, predict."""
+"""The `emo-pipeline` command: inspect data sets, write the synthetic world, query the warehouse, predict,
+rank the objects an emotion calls for."""
 
 from __future__ import annotations
 
@@ -96,6 +97,58 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if prediction.failed else 0
 
 
+def add_emotion_flags(parser: argparse.ArgumentParser) -> None:
+    """--anger ... --neutral: the weights of a target distribution (missing ones are 0)."""
+    from emo_pipeline.emotions import EMOTIONS
+
+    group = parser.add_argument_group("target distribution (missing emotions are 0, the rest renormalised)")
+    for emotion in EMOTIONS:
+        group.add_argument(f"--{emotion}", type=float, metavar="W")
+
+
+def distribution_from_args(args: argparse.Namespace, extras: Sequence[str]):
+    """The normalised 7-way distribution of the emotion flags; ValueError names a bad flag or weight."""
+    from emo_pipeline.emotion_objects import distribution_vector
+    from emo_pipeline.emotions import EMOTIONS
+
+    weights = {e: getattr(args, e) for e in EMOTIONS if getattr(args, e) is not None}
+    for flag in extras:
+        if flag.startswith("--"):
+            weights[flag[2:].split("=", 1)[0]] = 0.0  # an unknown emotion name: distribution_vector names it
+    return distribution_vector(weights)
+
+
+def cmd_objects(args: argparse.Namespace) -> int:
+    from emo_pipeline.emotion_objects import rank_with_mlp, rank_with_scores
+    from emo_pipeline.emotions import EMOTIONS
+    from emo_pipeline.home import emo_home
+    from emo_pipeline.model_store import ModelNotFound
+    from emo_pipeline.store import Warehouse
+
+    home = emo_home()
+    try:
+        distribution = distribution_from_args(args, args.extras)
+        if args.k < 1:
+            raise ValueError(f"-k must be at least 1, got {args.k}")
+        if args.model == "mlp":
+            ranked = rank_with_mlp(Path(args.models) if args.models else home.models, distribution, args.k,
+                                   args.dataset)
+        else:
+            warehouse = Warehouse(Path(args.warehouse) if args.warehouse else home.warehouse)
+            ranked = rank_with_scores(warehouse, distribution, args.k, args.dataset)
+    except (ModelNotFound, FileNotFoundError, ValueError) as exc:
+        print(f"emo-pipeline objects: {exc}", file=sys.stderr)
+        return 2
+    target = {e: round(float(v), 4) for e, v in zip(EMOTIONS, distribution) if v > 0}
+    if args.json:
+        print(json.dumps({"dataset": args.dataset, "model": args.model, "distribution": target,
+                          "objects": ranked[["rank", "object", "score"]].to_dict(orient="records")}, indent=2))
+    else:
+        print(f"dataset {args.dataset.upper()}, {args.model}; target " + ", ".join(f"{e} {v:g}" for e, v in target.items()))
+        print(ranked[["rank", "object", "score"]].round(4).to_string(index=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emo-pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -127,11 +180,28 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
     predict.add_argument("--models", help="models folder (default: $EMO_HOME/models)")
     predict.set_defaults(run=cmd_predict)
+
+    objects = commands.add_parser("objects", help="the objects an emotion distribution calls for, best first",
+                                  description="e.g. emo-pipeline objects --joy 0.7 --surprise 0.3 -k 15")
+    add_emotion_flags(objects)
+    objects.add_argument("-k", type=int, default=15, help="how many objects (default 15)")
+    objects.add_argument("--dataset", choices=["a", "b"], default="b", help="learned from dataset A or B (default b)")
+    objects.add_argument("--model", choices=["baseline", "mlp"], default="baseline",
+                         help="the score baseline (SQL over emotion_object_scores) or the MLP (default baseline)")
+    objects.add_argument("--json", action="store_true", help="print one JSON object")
+    objects.add_argument("--warehouse", help="warehouse folder (default: $EMO_HOME/warehouse)")
+    objects.add_argument("--models", help="models folder (default: $EMO_HOME/models)")
+    objects.set_defaults(run=cmd_objects, takes_extras=True)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    # Commands with emotion flags report an unknown emotion name themselves, naming the 7 they accept.
+    if extras and not getattr(args, "takes_extras", False):
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    args.extras = extras
     return args.run(args)
 
 

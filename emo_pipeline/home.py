@@ -5,6 +5,7 @@
       warehouse/    Parquet tables (source of truth) and catalog.duckdb (views over them)
       mlflow/       mlflow.db (tracking store) and artifacts/
       synthetic/    the embedded synthetic world (Emotion6/, EmotionROI/, VG/)
+      word_vectors/ GloVe as gensim KeyedVectors (memory-mapped)
       ultralytics/  YOLO_CONFIG_DIR: its settings and font, kept out of the user's home
 """
 
@@ -42,6 +43,11 @@ class Home:
     @property
     def synthetic(self) -> Path:
         return self.root / "synthetic"
+
+    @property
+    def word_vectors(self) -> Path:
+        """The memory-mapped GloVe KeyedVectors, built on first use."""
+        return self.root / "word_vectors"
 
     @property
     def ultralytics(self) -> Path:

@@ -22,15 +22,17 @@ from torch import nn
 
 from emo_pipeline.atomic import atomic_output, write_text_atomic
 
-KINDS = ("image", "esm_fcn8s", "esm_resnet", "features", "ensemble")
+KINDS = ("image", "esm_fcn8s", "esm_resnet", "features", "ensemble", "objects_emotion", "emotion_objects")
 
 
 @dataclass(frozen=True)
 class ModelCard:
     name: str                # the file stem and the name users pass to `predict --model`
     kind: str                # one of KINDS
-    architecture: str        # build_model name; "fcn8s"; the ESM-ResNet's trunk; the sklearn estimator
-    size: int                # input side in px (features: the long side the features are computed at)
+    architecture: str        # build_model name; "fcn8s"; the ESM-ResNet's trunk; the sklearn estimator;
+                             # objects_emotion: the family (fc, rnn, ...); emotion_objects: "mlp"
+    size: int                # input side in px (features: the long side the features are computed at;
+                             # objects_emotion: the word-vector size; emotion_objects: 7)
     options: dict = field(default_factory=dict)  # builder kwargs needed to rebuild the model
     clip: float = 0.0        # floor applied to the predicted distribution before renormalising (0: none)
     esm_model: str | None = None    # esm_resnet: the card of the FCN that gives its maps
@@ -106,6 +108,14 @@ def build_from_card(card: ModelCard) -> nn.Module:
         model, _ = build_fcn8s(pretrained="none", **card.options)
     elif card.kind == "esm_resnet":
         model, _ = build_esm_resnet(card.architecture, pretrained="none", **card.options)
+    elif card.kind == "objects_emotion":
+        from emo_pipeline.object_emotion import rebuild_object_model
+
+        model = rebuild_object_model(card.architecture, card.size, card.options)
+    elif card.kind == "emotion_objects":
+        from emo_pipeline.emotion_objects import EmotionObjectMLP
+
+        model = EmotionObjectMLP(len(card.options["vocabulary"]), tuple(card.options["hidden"]), card.options["dropout"])
     else:
         raise ValueError(f"model {card.name!r} is of kind {card.kind!r}, not a torch model")
     return model

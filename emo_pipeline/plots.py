@@ -201,3 +201,47 @@ def esm_comparison_png(keys: list[str], images: np.ndarray, true_maps: np.ndarra
                 ax.set_title(columns[col], fontsize=8)
     fig.suptitle(title)
     return figure_png(fig)
+
+
+def loss_curves_png(history: pd.DataFrame, title: str) -> bytes:
+    """Validation loss per epoch, one line per `normalisation` (history: normalisation, epoch, val_loss)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    for name, rows in history.groupby("normalisation", sort=False):
+        ax.plot(rows["epoch"], rows["val_loss"], marker="o", markersize=2, label=str(name))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation loss (cross-entropy)")
+    ax.legend(fontsize=7)
+    ax.set_title(title)
+    return figure_png(fig)
+
+
+def top_objects_png(table: pd.DataFrame, title: str, shown: int = 10) -> bytes:
+    """One panel per emotion: its `shown` best objects by final score (table: emotion, object, final)."""
+    fig, axes = plt.subplots(1, len(EMOTIONS), figsize=(2.3 * len(EMOTIONS), 3.2), squeeze=False)
+    for ax, emotion in zip(axes[0], EMOTIONS):
+        rows = table[table["emotion"] == emotion].nlargest(shown, "final").iloc[::-1]
+        ax.barh(rows["object"].astype(str), rows["final"].to_numpy(dtype=float), color="#4c72b0")
+        ax.set_title(emotion, fontsize=9)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(title)
+    return figure_png(fig)
+
+
+def word_clouds_png(samples: list[tuple[str, dict[str, float], dict[str, float]]], title: str) -> bytes:
+    """Per sample image, a word cloud of its true objects beside one of the predicted objects (paper
+    Figs. 11-12). `samples` holds (image label, {object: count}, {object: predicted score})."""
+    from wordcloud import WordCloud
+
+    n = max(len(samples), 1)
+    fig, axes = plt.subplots(n, 2, figsize=(7, 2.2 * n), squeeze=False)
+    for row, (label, true, predicted) in zip(axes, samples):
+        for ax, words, side in zip(row, (true, predicted), ("true", "predicted")):
+            weights = {w: float(v) for w, v in words.items() if v > 0}
+            if weights:
+                cloud = WordCloud(width=320, height=160, background_color="white", random_state=0,
+                                  prefer_horizontal=1.0).generate_from_frequencies(weights)
+                ax.imshow(cloud, interpolation="bilinear")
+            ax.set_title(f"{label}: {side}", fontsize=8)
+            ax.axis("off")
+    fig.suptitle(title)
+    return figure_png(fig)

@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 
 from emo_pipeline.emotion_models import EmotionModelConfig
+from emo_pipeline.emotion_objects import MLPConfig
 from emo_pipeline.esm import ESMConfig, ESMResNetConfig
+from emo_pipeline.object_emotion import FAMILIES as OBJECT_FAMILIES
+from emo_pipeline.object_emotion import ObjectEmotionConfig
 
 PROFILES = ("demo", "paper")
 
@@ -94,3 +97,29 @@ def esm_model_config(name: str, profile: str | None = None) -> ESMConfig:
 
 def esm_resnet_config(profile: str | None = None) -> ESMResNetConfig:
     return ESM_RESNET[profile or active_profile()]
+
+
+# --- Objects <-> emotions (group `objects`) ----------------------------------------------------------
+# Objects -> emotion on GloVe: the paper gives no training settings; Adam with early stopping on the
+# validation split. Emotion -> objects MLP: the paper's Adagrad settings and 50 epochs; the demo's
+# 20 epochs cover most of the validation-loss drop on the synthetic world (still improving slowly).
+_OBJECT_EMOTION_PAPER = {family: ObjectEmotionConfig(family=family, epochs=50, batch_size=64, lr=1e-3, patience=8,
+                                                     hidden=128, max_tokens=200)
+                         for family in OBJECT_FAMILIES}
+_OBJECT_EMOTION_DEMO = {family: ObjectEmotionConfig(family=family, epochs=60, batch_size=32, lr=1e-2, patience=10,
+                                                    hidden=64, max_tokens=80)
+                        for family in OBJECT_FAMILIES}
+OBJECT_EMOTION: dict[str, dict[str, ObjectEmotionConfig]] = {"paper": _OBJECT_EMOTION_PAPER,
+                                                             "demo": _OBJECT_EMOTION_DEMO}
+EMOTION_OBJECTS_MLP: dict[str, MLPConfig] = {
+    "paper": MLPConfig(epochs=50, batch_size=64, vocabulary_size=1000),
+    "demo": MLPConfig(epochs=20, batch_size=32, vocabulary_size=1000),
+}
+
+
+def object_emotion_config(family: str, profile: str | None = None) -> ObjectEmotionConfig:
+    return OBJECT_EMOTION[profile or active_profile()][family]
+
+
+def emotion_objects_mlp_config(profile: str | None = None) -> MLPConfig:
+    return EMOTION_OBJECTS_MLP[profile or active_profile()]

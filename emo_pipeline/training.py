@@ -40,6 +40,8 @@ class TrainConfig:
     patience: int = 5
     seed: int = 0
     num_workers: int = 0
+    optimizer: str = "adam"   # adam | adagrad
+    lr_decay: float = 0.0     # adagrad's learning-rate decay
 
     def fingerprint(self, model: nn.Module) -> str:
         """Identifies a run: the configuration plus the model's architecture."""
@@ -72,6 +74,15 @@ class CheckpointMismatch(RuntimeError):
 def seed_everything(seed: int) -> None:
     """Seed torch before building a model, so that its initial weights follow from the seed."""
     torch.manual_seed(seed)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adagrad":
+        return torch.optim.Adagrad(model.parameters(), lr=config.lr, lr_decay=config.lr_decay,
+                                   weight_decay=config.weight_decay)
+    raise ValueError(f"optimizer {config.optimizer!r}: choose adam or adagrad")
 
 
 def _save(obj: dict, path: Path) -> None:
@@ -116,7 +127,7 @@ def train(
     on_epoch: Callable[[EpochRecord], None] | None = None,
     augment: BatchTransform | None = None,
 ) -> TrainResult:
-    """Train `model` in place (Adam), keeping checkpoints in `checkpoint_dir`; returns what happened.
+    """Train `model` in place (Adam, or Adagrad when configured), keeping checkpoints in `checkpoint_dir`; returns what happened.
 
     `augment` transforms each training batch of inputs with the loop's generator (seeded and
     checkpointed with the run, so a resumed run draws the same augmentations).
@@ -128,7 +139,7 @@ def train(
     last_path, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
     fingerprint = config.fingerprint(model)
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(model, config)
     generator = torch.Generator().manual_seed(config.seed)
     train_loader = DataLoader(train_data, batch_size=config.batch_size, shuffle=True, generator=generator,
                               num_workers=config.num_workers)

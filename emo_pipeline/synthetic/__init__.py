@@ -8,6 +8,6 @@ without data and tests can demand that models recover what was planted::
     summary = write_world(Path("data/synthetic"), seed=0, scale="demo")
 """
 
-from emo_pipeline.synthetic.world import SCALES, WorldSummary, planted_affinities, write_world
+from emo_pipeline.synthetic.world import SCALES, WorldSummary, planted_affinities, read_planted_vg, write_world
 
-__all__ = ["SCALES", "WorldSummary", "planted_affinities", "write_world"]
+__all__ = ["SCALES", "WorldSummary", "planted_affinities", "read_planted_vg", "write_world"]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -34,6 +34,7 @@ import numpy as np
 
 from emo_pipeline.atomic import atomic_output, write_text_atomic
 from emo_pipeline.synthetic import grammar as g
+from emo_pipeline.synthetic.annotation import latent_distribution
 from emo_pipeline.synthetic.relations import FORMS, sample_relations
 from emo_pipeline.synthetic.render import render_scene, save_jpeg
 from emo_pipeline.synthetic.scenes import SceneStyle, picture_sizes, sample_scenes
@@ -78,6 +79,10 @@ class VisualGenomeCounts:
     objects: int = 0
     relationships: int = 0
     attributes: int = 0       # objects that carry an "attributes" list
+    # Per image (in image id order): the mood it was drawn for and the noise-free distribution its
+    # content evokes (see annotation.latent_distribution), for tests of what dataset B can recover.
+    moods: list[np.ndarray] = field(default_factory=list)
+    latent: list[np.ndarray] = field(default_factory=list)
 
 
 def _templates() -> dict[str, list[str]]:
@@ -190,6 +195,8 @@ def _chunk_records(rng: np.random.Generator, render_rng: np.random.Generator | N
     width, height = picture_sizes(rng, size, spec.long_sides)
     moods = rng.choice(g.N_EMOTIONS, size=size, p=MOOD_WEIGHTS / MOOD_WEIGHTS.sum())
     batch = sample_scenes(rng, moods, width, height, spec.style)
+    counts.moods.append(moods)
+    counts.latent.append(latent_distribution(batch))
     rel = sample_relations(rng, batch, spec.relations_per_object)
     folder = (rng.random(size) < SECOND_FOLDER_SHARE).astype(np.int64)
     coco = np.where(rng.random(size) < COCO_SHARE, COCO_ID_BASE + 6 * image_id + rng.integers(0, 6, size), -1)

@@ -5,7 +5,8 @@
     out/VG/                        image_data.json, objects.json, relationships.json, attributes.json,
                                    object_alias.txt, relationship_alias.txt, VG_100K/, VG_100K_2/
     out/planted_affinities.json    what the generator planted: object and palette affinities
-    out/planted_scenes.json        the objects, palette and mood of every Emotion6 / EmotionROI picture
+    out/planted_scenes.json        the objects, palette and mood of every Emotion6 / EmotionROI picture;
+                                   the mood and noise-free distribution of every Visual Genome image
 
 Everything is first written into a staging folder inside `out` and moved into place at the end, one
 entry at a time, so a reader never sees a half-written data set. The same seed gives the same bytes.
@@ -124,6 +125,29 @@ def _scene_records(batch: SceneBatch, keys: list[str], with_latent: bool) -> dic
     return records
 
 
+def _vg_records(moods: list[np.ndarray], latent: list[np.ndarray]) -> dict[str, dict]:
+    """Image id (from 1, in order) -> the mood it was drawn for and its noise-free distribution."""
+    if not moods:
+        return {}
+    mood, dist = np.concatenate(moods), np.concatenate(latent)
+    return {str(i + 1): {"mood": EMOTIONS[int(m)], "latent": [round(float(v), 4) for v in row]}
+            for i, (m, row) in enumerate(zip(mood, dist))}
+
+
+def read_planted_vg(world: Path) -> "pd.DataFrame":
+    """The planted Visual Genome distributions of a world: image_id, mood and prob_<emotion> columns."""
+    import pandas as pd
+
+    from emo_pipeline.emotions import PROB_COLUMNS
+
+    records = json.loads((Path(world) / PLANTED_SCENES).read_text(encoding="utf-8"))["VisualGenome"]
+    ids = np.array([int(k) for k in records], dtype=np.int64)
+    frame = pd.DataFrame([r["latent"] for r in records.values()], columns=list(PROB_COLUMNS))
+    frame.insert(0, "mood", [r["mood"] for r in records.values()])
+    frame.insert(0, "image_id", ids)
+    return frame
+
+
 def _publish(staging: Path, out: Path, names: tuple[str, ...]) -> None:
     """Move each finished entry from the staging folder onto its final name, replacing an older one."""
     for name in names:
@@ -162,7 +186,8 @@ def write_world(out: Path, seed: int = 0, scale: str = "demo", images: bool = Tr
         vg = write_visual_genome(staging / VG_DIR, seed, spec.visual_genome, images, progress)
         write_text_atomic(json.dumps(planted_affinities(seed, scale), indent=2) + "\n", staging / PLANTED_AFFINITIES)
         scenes = {"Emotion6": _scene_records(e6_batch, e6_keys, with_latent=True),
-                  "EmotionROI": _scene_records(roi_batch, roi_keys, with_latent=False)}
+                  "EmotionROI": _scene_records(roi_batch, roi_keys, with_latent=False),
+                  "VisualGenome": _vg_records(vg.moods, vg.latent)}
         write_text_atomic(json.dumps(scenes) + "\n", staging / PLANTED_SCENES)
         _publish(staging, out, (EMOTION6_DIR, EMOTIONROI_DIR, VG_DIR, PLANTED_AFFINITIES, PLANTED_SCENES))
     finally:

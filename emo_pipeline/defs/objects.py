@@ -1,0 +1,417 @@
+"""Group `objects`: objects <-> emotions on datasets A and B (paper §3.5 and §3.6).
+
+Objects -> emotion: `objects_emotion_<family>_<dataset>` trains one GloVe model (fc, rnn, lstm,
+lstm_dropout) on dataset A or B (70/15/15 by image) and writes its predictions; the model is saved
+with a card and registered in MLflow. `object_emotion_metrics` compares them with the train mean
+(paper Fig. 10).
+
+Emotion -> objects: `emotion_object_scores` is the score baseline computed in DuckDB over both data
+sets, `top_objects_per_emotion` its top 15 per emotion (Fig. 13). `emotion_objects_mlp_<dataset>`
+trains the paper's MLP once per target normalisation and serves the one with the best validation
+nDCG@10; `emotion_object_metrics` ranks each test image's objects with the score baseline, the MLPs
+and a most-frequent-objects baseline (precision, recall, nDCG at 5/10/15, validation losses of Fig. 14,
+word clouds of Figs. 11-12).
+"""
+
+import dataclasses
+import hashlib
+import shutil
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import torch
+
+from emo_pipeline.defs.emotion_models import GPU_TAGS, checkpoint_dir, set_overrides
+from emo_pipeline.defs.metadata import png_metadata, table_metadata
+from emo_pipeline.defs.resources import MLflowResource, TorchDeviceResource, WarehouseResource, WordVectorsResource
+from emo_pipeline.emotion_objects import (
+    NORMALISATIONS,
+    evaluate_rankers,
+    fit_emotion_object_mlp,
+    mlp_model_name,
+    mlp_scores,
+    object_rows,
+    score_objects,
+)
+from emo_pipeline.emotions import EMOTIONS, PROB_COLUMNS
+from emo_pipeline.home import emo_home
+from emo_pipeline.model_store import ModelCard, load_torch_model, save_torch_model
+from emo_pipeline.object_emotion import (
+    DATASETS,
+    FAMILIES,
+    card_options,
+    fit_object_emotion_model,
+    evaluate_object_model,
+    image_inputs,
+    split_images,
+)
+from emo_pipeline.plots import loss_curves_png, metrics_bars_png, top_objects_png, training_curve_png, word_clouds_png
+from emo_pipeline.profiles import active_profile, emotion_objects_mlp_config, object_emotion_config
+from emo_pipeline.store import Warehouse
+from emo_pipeline.tracking import log_torch_model
+
+GROUP = "objects"
+DATASET_TABLES = {"a": ["dataset_a", "dataset_a_objects"],
+                  "b": ["dataset_b", "dataset_b_objects", "dataset_b_relationships"]}
+REPORTED = ("kl", "bhattacharyya", "chebyshev", "mse", "top1")
+TOP_K = 15
+
+
+def object_model_name(family: str, dataset: str) -> str:
+    return f"objects_emotion_{family}_{dataset}"
+
+
+def _inputs(store: Warehouse, dataset: str, split_seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The images of a data set with their objects and paragraph, their split, and the object rows."""
+    con = store.connect_scratch()
+    try:
+        inputs, objects = image_inputs(con, dataset), object_rows(con, dataset)
+    finally:
+        con.close()
+    return inputs, split_images(inputs, split_seed), objects
+
+
+def _train_scores(store: Warehouse, dataset: str, split: pd.DataFrame) -> pd.DataFrame:
+    """The score baseline computed from the training images only (the test images stay unseen)."""
+    con = store.connect_scratch()
+    try:
+        return score_objects(con, dataset, split.loc[split["split"] == "train", "key"])
+    finally:
+        con.close()
+
+
+def _fingerprint(inputs: pd.DataFrame, split: pd.DataFrame) -> str:
+    """Changes when the images, their objects, distributions or the split change."""
+    table = inputs.assign(objects=inputs["objects"].map(" | ".join)).merge(split, on="key")
+    return hashlib.sha256(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes()).hexdigest()[:16]
+
+
+# --- Objects -> emotion ------------------------------------------------------------------------------
+class ObjectEmotionOverrides(dg.Config):
+    """Overrides of the profile's settings; unset fields keep the profile's value."""
+
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    patience: int | None = None
+    hidden: int | None = None
+    dropout: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+    split_seed: int = 0
+
+
+def object_emotion_asset(family: str, dataset: str) -> dg.AssetsDefinition:
+    name = object_model_name(family, dataset)
+    reads = "the average GloVe vector of its objects" if family == "fc" else (
+        "its relation phrases word by word" if dataset == "b" else "its detected object names word by word")
+
+    @dg.asset(name=name, group_name=GROUP, deps=DATASET_TABLES[dataset], op_tags=GPU_TAGS,
+              kinds={"pytorch", "parquet"},
+              description=f"{family} model predicting a dataset {dataset.upper()} image's emotion distribution from "
+                          f"{reads}; its predictions for every image.")
+    def _asset(context: dg.AssetExecutionContext, config: ObjectEmotionOverrides, warehouse: WarehouseResource,
+               mlflow: MLflowResource, torch_device: TorchDeviceResource,
+               word_vectors: WordVectorsResource) -> dg.MaterializeResult:
+        import mlflow as mlflow_api
+
+        store = warehouse.get()
+        inputs, split, _ = _inputs(store, dataset, config.split_seed)
+        vectors = word_vectors.get(context.log.info)
+        overrides = {k: v for k, v in set_overrides(config).items() if k != "split_seed"}
+        settings = dataclasses.replace(object_emotion_config(family), **overrides)
+        device = torch_device.torch_device()
+        checkpoints = checkpoint_dir(name, settings, _fingerprint(inputs, split))
+        context.log.info(f"{name}: profile {active_profile()}, {settings}, {len(inputs)} images, device {device}")
+        with mlflow.start_run(context, run_name=name) as run:
+            mlflow_api.log_params({**dataclasses.asdict(settings), "dataset": dataset, "split_seed": config.split_seed,
+                                   "profile": active_profile()})
+            fitted = fit_object_emotion_model(inputs, split, vectors, settings, checkpoints, device=device,
+                                              log=context.log.info)
+            for record in fitted.result.history:
+                mlflow_api.log_metrics({"train_loss": record.train_loss, "val_loss": record.val_loss},
+                                       step=record.epoch)
+            scores = {part: evaluate_object_model(inputs, fitted.predictions, part) for part in ("val", "test")}
+            mlflow_api.log_metrics({f"{part}_{k}": v for part, values in scores.items() for k, v in values.items()})
+            example = (torch.zeros(2, vectors.dim) if family == "fc"
+                       else torch.ones(2, settings.max_tokens, dtype=torch.int64))
+            info = log_torch_model(fitted.model, example.numpy(), registered_model_name=f"emo_{name}")
+
+        card = ModelCard(name=name, kind="objects_emotion", architecture=family, size=vectors.dim,
+                         options=card_options(fitted, settings, dataset), profile=active_profile(),
+                         weights_source="GloVe 6B 50-d (frozen), trained layers from scratch")
+        weights = save_torch_model(emo_home().models, card, fitted.model)
+        path = store.write_table(name, fitted.predictions.astype({"key": str}))
+        shutil.rmtree(checkpoints.parent, ignore_errors=True)
+        test = scores["test"]
+        return dg.MaterializeResult(metadata={
+            **table_metadata(fitted.predictions, path),
+            "weights": dg.MetadataValue.path(str(weights)),
+            "mlflow_run_id": run.info.run_id,
+            "mlflow_model": f"emo_{name} version {info.registered_model_version}",
+            "best_epoch": fitted.result.best_epoch,
+            "test_images": int(test["images"]),
+            **{f"test_{m}": round(float(test[m]), 4) for m in REPORTED},
+            **{f"test_train_mean_{m}": round(float(test[f"train_mean_{m}"]), 4) for m in REPORTED},
+            "out_of_vocabulary": len(fitted.out_of_vocabulary),
+            "out_of_vocabulary_sample": ", ".join(fitted.out_of_vocabulary[:30]) or "none",
+            "images_without_known_word": fitted.images_without_input,
+            "training_curve": png_metadata(training_curve_png(fitted.result.history, name), "training curve"),
+        })
+
+    return _asset
+
+
+OBJECT_EMOTION_ASSETS = [object_emotion_asset(family, dataset) for dataset in DATASETS for family in FAMILIES]
+
+
+@dg.asset(group_name=GROUP, kinds={"parquet"},
+          deps=[object_model_name(f, d) for d in DATASETS for f in FAMILIES])
+def object_emotion_metrics(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """Objects -> emotion: every model's test metrics per data set, with the train-mean baseline (paper Fig. 10)."""
+    store = warehouse.get()
+    rows = []
+    for dataset in DATASETS:
+        con = store.connect_scratch()
+        try:
+            inputs = image_inputs(con, dataset).astype({"key": str})
+        finally:
+            con.close()
+        for family in FAMILIES:
+            predictions = store.read_table(object_model_name(family, dataset))
+            values = evaluate_object_model(inputs, predictions, "test")
+            rows.append({"dataset": dataset, "model": family, "images": values["images"],
+                         **{k: v for k, v in values.items() if k in REPORTED or k in ("cosine", "intersection")}})
+            if family == FAMILIES[0]:
+                rows.append({"dataset": dataset, "model": "train_mean", "images": values["images"],
+                             **{k.removeprefix("train_mean_"): v for k, v in values.items()
+                                if k.removeprefix("train_mean_") in (*REPORTED, "cosine", "intersection")
+                                and k.startswith("train_mean_")}})
+    table = pd.DataFrame(rows)
+    path = store.write_table("object_emotion_metrics", table)
+    labelled = table.assign(model=table["dataset"].str.upper() + " " + table["model"])
+    context.log.info("objects -> emotion (test):\n" + table.round(4).to_string(index=False))
+    return dg.MaterializeResult(metadata={
+        **table_metadata(table, path, preview_rows=len(table)),
+        "figure": png_metadata(metrics_bars_png(labelled, ("kl", "bhattacharyya", "chebyshev")),
+                               "objects -> emotion metrics"),
+    })
+
+
+# --- Emotion -> objects ------------------------------------------------------------------------------
+@dg.asset(group_name=GROUP, kinds={"duckdb", "parquet"}, deps=["dataset_a_objects", "dataset_b_objects"])
+def emotion_object_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """The score baseline, per data set, emotion and object: score = sum over images of count(o in i) * d_e(i),
+    final = score minus its mean over the 7 emotions (computed in DuckDB over the per-object tables)."""
+    store = warehouse.get()
+    con = store.connect_scratch()
+    try:
+        frames = [score_objects(con, d).assign(dataset=d) for d in DATASETS]
+    finally:
+        con.close()
+    table = pd.concat(frames, ignore_index=True)
+    table = table[["dataset", *[c for c in table.columns if c != "dataset"]]]
+    path = store.write_table("emotion_object_scores", table)
+    counts = table.groupby("dataset")["object"].nunique()
+    context.log.info("objects scored: " + ", ".join(f"dataset {d.upper()} {n}" for d, n in counts.items()))
+    return dg.MaterializeResult(metadata={
+        **table_metadata(table, path),
+        **{f"objects_{d}": int(counts.get(d, 0)) for d in DATASETS},
+        "query": dg.MetadataValue.md(
+            "Rank objects for any distribution, e.g. 70% joy and 30% surprise:\n\n```sql\n"
+            "SELECT object, sum(final * CASE emotion WHEN 'joy' THEN 0.7 WHEN 'surprise' THEN 0.3 ELSE 0 END) AS score\n"
+            "FROM emotion_object_scores WHERE dataset = 'b' GROUP BY object ORDER BY score DESC LIMIT 15\n```"),
+    })
+
+
+@dg.asset(group_name=GROUP, kinds={"parquet"}, deps=["emotion_object_scores"])
+def top_objects_per_emotion(warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """The 15 objects each single emotion ranks first by the score baseline, per data set (paper Fig. 13)."""
+    store = warehouse.get()
+    scores = store.read_table("emotion_object_scores")
+    ranked = scores.sort_values(["dataset", "emotion", "final", "object"], ascending=[True, True, False, True])
+    ranked["rank"] = ranked.groupby(["dataset", "emotion"]).cumcount() + 1
+    table = ranked[ranked["rank"] <= TOP_K][["dataset", "emotion", "rank", "object", "final", "occurrences"]]
+    table = table.reset_index(drop=True)
+    path = store.write_table("top_objects_per_emotion", table)
+    metadata = {**table_metadata(table, path)}
+    for dataset in DATASETS:
+        part = table[table["dataset"] == dataset]
+        wide = part.pivot(index="rank", columns="emotion", values="object").reindex(columns=list(EMOTIONS))
+        metadata[f"top_objects_{dataset}"] = dg.MetadataValue.md(wide.to_markdown())
+        metadata[f"figure_{dataset}"] = png_metadata(
+            top_objects_png(part, f"Dataset {dataset.upper()}: top objects per emotion (final score)"),
+            f"top objects, dataset {dataset}")
+    return dg.MaterializeResult(metadata=metadata)
+
+
+class EmotionObjectsMLPOverrides(dg.Config):
+    """Overrides of the profile's MLP settings; `normalisations` lists the target normalisations to train."""
+
+    normalisations: list[str] = list(NORMALISATIONS)
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    lr_decay: float | None = None
+    vocabulary_size: int | None = None
+    seed: int | None = None
+    split_seed: int = 0
+
+
+def emotion_objects_mlp_asset(dataset: str) -> dg.AssetsDefinition:
+    name = mlp_model_name(dataset)
+
+    @dg.asset(name=name, group_name=GROUP, deps=DATASET_TABLES[dataset], op_tags=GPU_TAGS,
+              kinds={"pytorch", "parquet"},
+              description=f"The paper's emotion -> objects MLP on dataset {dataset.upper()}, one per target "
+                          "normalisation (the one with the best validation nDCG@10 is served); table: the loss "
+                          "per epoch of each.")
+    def _asset(context: dg.AssetExecutionContext, config: EmotionObjectsMLPOverrides, warehouse: WarehouseResource,
+               mlflow: MLflowResource, torch_device: TorchDeviceResource) -> dg.MaterializeResult:
+        import mlflow as mlflow_api
+
+        unknown = sorted(set(config.normalisations) - set(NORMALISATIONS))
+        if unknown or not config.normalisations:
+            raise ValueError(f"normalisations {unknown or '[]'}: choose from {', '.join(NORMALISATIONS)}")
+        store = warehouse.get()
+        inputs, split, objects = _inputs(store, dataset, config.split_seed)
+        overrides = {k: v for k, v in set_overrides(config).items() if k not in ("split_seed", "normalisations")}
+        base = dataclasses.replace(emotion_objects_mlp_config(), **overrides)
+        device = torch_device.torch_device()
+        train_scores = _train_scores(store, dataset, split)
+        history, validation, fitted_models = [], {}, {}
+        with mlflow.start_run(context, run_name=name) as run:
+            mlflow_api.log_params({**dataclasses.asdict(base), "dataset": dataset, "split_seed": config.split_seed,
+                                   "normalisations": ",".join(config.normalisations), "profile": active_profile()})
+            for normalisation in config.normalisations:
+                settings = dataclasses.replace(base, normalisation=normalisation)
+                checkpoints = checkpoint_dir(mlp_model_name(dataset, normalisation), settings, _fingerprint(inputs, split))
+                fitted = fit_emotion_object_mlp(inputs, objects, split, settings, checkpoints, device=device,
+                                                log=context.log.info)
+                shutil.rmtree(checkpoints.parent, ignore_errors=True)
+                for record in fitted.result.history:
+                    history.append({"normalisation": normalisation, "epoch": record.epoch,
+                                    "train_loss": record.train_loss, "val_loss": record.val_loss})
+                    mlflow_api.log_metrics({f"{normalisation}_val_loss": record.val_loss}, step=record.epoch)
+                val = evaluate_rankers(inputs, objects, split, train_scores,
+                                       {normalisation: (fitted.model, fitted.vocabulary)}, ks=(10,), part="val")
+                ndcg = float(val.table.query("method == 'mlp'")["ndcg"].iloc[0])
+                validation[normalisation] = ndcg
+                mlflow_api.log_metric(f"{normalisation}_val_ndcg10", ndcg)
+                context.log.info(f"{normalisation}: best val loss {fitted.result.best_val_loss:.4f} at epoch "
+                                 f"{fitted.result.best_epoch}, val nDCG@10 {ndcg:.3f}")
+                fitted_models[normalisation] = fitted
+            chosen = max(validation, key=validation.get)
+            best = fitted_models[chosen]
+            info = log_torch_model(best.model, np.zeros((2, len(EMOTIONS)), dtype=np.float32),
+                                   registered_model_name=f"emo_{name}")
+            mlflow_api.log_param("chosen_normalisation", chosen)
+
+        for normalisation, fitted in fitted_models.items():
+            options = {"dataset": dataset, "normalisation": normalisation, "vocabulary": fitted.vocabulary,
+                       "hidden": list(fitted.config.hidden), "dropout": fitted.config.dropout,
+                       "split_seed": config.split_seed, "normalisations": list(config.normalisations)}
+            for card_name in [mlp_model_name(dataset, normalisation)] + ([name] if normalisation == chosen else []):
+                save_torch_model(emo_home().models, ModelCard(
+                    name=card_name, kind="emotion_objects", architecture="mlp", size=len(EMOTIONS), options=options,
+                    profile=active_profile(), weights_source="trained from scratch"), fitted.model)
+        table = pd.DataFrame(history).assign(chosen=lambda f: f["normalisation"] == chosen)
+        path = store.write_table(name, table)
+        return dg.MaterializeResult(metadata={
+            **table_metadata(table, path),
+            "chosen_normalisation": chosen,
+            "objects": len(best.vocabulary),
+            **{f"val_ndcg10_{k}": round(v, 4) for k, v in validation.items()},
+            "mlflow_run_id": run.info.run_id,
+            "mlflow_model": f"emo_{name} version {info.registered_model_version}",
+            "validation_loss": png_metadata(loss_curves_png(table, f"Dataset {dataset.upper()}: MLP validation loss"),
+                                            "validation loss per normalisation"),
+        })
+
+    return _asset
+
+
+EMOTION_OBJECTS_MLP_ASSETS = [emotion_objects_mlp_asset(dataset) for dataset in DATASETS]
+
+
+def _word_cloud_samples(evaluation, objects: pd.DataFrame, model, vocabulary, inputs: pd.DataFrame,
+                        shown: int = 3) -> list[tuple[str, dict[str, float], dict[str, float]]]:
+    """True object counts beside the MLP's top scores for the first test images with several objects."""
+    counts = objects.groupby(["key", "object"]).size()
+    samples = []
+    distributions = inputs.set_index("key")[list(PROB_COLUMNS)]
+    for key, truth in zip(evaluation.keys, evaluation.truth):
+        if len(truth) < 3:
+            continue
+        scores = mlp_scores(model, distributions.loc[[key]].to_numpy())[0]
+        top = np.argsort(-scores)[:TOP_K]
+        samples.append((f"image {key}", counts.loc[key].to_dict(), {vocabulary[j]: float(scores[j]) for j in top}))
+        if len(samples) == shown:
+            break
+    return samples
+
+
+@dg.asset(group_name=GROUP, kinds={"parquet"}, deps=["emotion_object_scores", *[mlp_model_name(d) for d in DATASETS]])
+def emotion_object_metrics(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """Emotion -> objects on each test image: precision, recall and nDCG at 5/10/15 of the objects ranked for
+    its distribution, against its true objects; score baseline, each MLP, most frequent objects."""
+    store = warehouse.get()
+    models_dir = emo_home().models
+    frames, metadata = [], {}
+    for dataset in DATASETS:
+        served = load_torch_model(models_dir, mlp_model_name(dataset))[1]
+        inputs, split, objects = _inputs(store, dataset, served.options["split_seed"])
+        train_scores = _train_scores(store, dataset, split)
+        mlps = {}
+        for normalisation in served.options["normalisations"]:
+            model, card = load_torch_model(models_dir, mlp_model_name(dataset, normalisation))
+            mlps[normalisation] = (model, card.options["vocabulary"])
+        evaluation = evaluate_rankers(inputs, objects, split, train_scores, mlps)
+        history = store.read_table(mlp_model_name(dataset))
+        best_val = history.groupby("normalisation")["val_loss"].min()
+        frames.append(evaluation.table.assign(
+            dataset=dataset, val_loss=evaluation.table["normalisation"].map(best_val)))
+        served_model, _ = mlps[served.options["normalisation"]]
+        samples = _word_cloud_samples(evaluation, objects, served_model, served.options["vocabulary"], inputs)
+        metadata[f"word_clouds_{dataset}"] = png_metadata(
+            word_clouds_png(samples, f"Dataset {dataset.upper()}: true vs MLP ({served.options['normalisation']})"),
+            f"word clouds, dataset {dataset}")
+        metadata[f"validation_loss_{dataset}"] = png_metadata(
+            loss_curves_png(history, f"Dataset {dataset.upper()}: MLP validation loss"), "validation loss")
+    table = pd.concat(frames, ignore_index=True)
+    table = table[["dataset", "method", "normalisation", "k", "precision", "recall", "ndcg", "images", "val_loss"]]
+    path = store.write_table("emotion_object_metrics", table)
+    at10 = table[table["k"] == 10].drop(columns="k")
+    context.log.info("emotion -> objects at k=10 (test):\n" + at10.round(4).to_string(index=False))
+    return dg.MaterializeResult(metadata={
+        **table_metadata(table, path),
+        "at_10": dg.MetadataValue.md(at10.round(4).to_markdown(index=False)),
+        **metadata,
+    })
+
+
+@dg.asset_check(asset="emotion_object_scores", name="seven_centred_scores_per_object", blocking=True,
+                description="every object has one row per emotion, and its final scores sum to 0 over the 7")
+def seven_centred_scores_per_object(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    table = warehouse.get().read_table("emotion_object_scores", columns=["dataset", "object", "emotion", "score", "final"])
+    per_object = table.groupby(["dataset", "object"]).agg(rows=("emotion", "nunique"), final=("final", "sum"),
+                                                          score=("score", "sum"))
+    wrong_rows = int((per_object["rows"] != len(EMOTIONS)).sum())
+    off_centre = int((~np.isclose(per_object["final"], 0.0, atol=1e-6 * (1 + per_object["score"].abs()))).sum())
+    return dg.AssetCheckResult(passed=wrong_rows == off_centre == 0,
+                               description=f"{len(per_object)} objects; {wrong_rows} without 7 emotion rows, "
+                                           f"{off_centre} whose final scores do not sum to 0")
+
+
+@dg.asset_check(asset="object_emotion_metrics", name="fc_beats_train_mean", blocking=True,
+                description="on each data set the GloVe FC model's test KL is below the train-mean baseline's")
+def fc_beats_train_mean(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    table = warehouse.get().read_table("object_emotion_metrics").set_index(["dataset", "model"])["kl"]
+    lines = {d: (float(table[(d, "fc")]), float(table[(d, "train_mean")])) for d in DATASETS}
+    return dg.AssetCheckResult(
+        passed=all(fc < mean for fc, mean in lines.values()), severity=dg.AssetCheckSeverity.WARN,
+        description="; ".join(f"{d.upper()}: fc KL {fc:.4f} vs train mean {mean:.4f}" for d, (fc, mean) in lines.items()))
+
+
+OBJECT_CHECKS = [seven_centred_scores_per_object, fc_beats_train_mean]
