@@ -111,7 +111,8 @@ class PhraseRNN(nn.Module):
 
 
 # --- Inputs --------------------------------------------------------------------------------------------
-def mean_vectors(object_lists: Sequence[Sequence[str]], vectors: WordVectors) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def mean_vectors(object_lists: Sequence[Sequence[str]],
+                 vectors: WordVectors) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(n, dim) average vector of each image's objects (each occurrence counts), a mask of the images
     with at least one known object, and the out-of-vocabulary names."""
     names = {name for objects in object_lists for name in objects}
@@ -249,9 +250,25 @@ def evaluate_object_model(inputs: pd.DataFrame, predictions: pd.DataFrame, split
 
 
 @torch.inference_mode()
-def predict_with_card(model: nn.Module, card, vectors: WordVectors, inputs: pd.DataFrame) -> np.ndarray:
-    """(n, 7) distributions of a saved model (`load_torch_model`) for `inputs` with objects / paragraph
-    columns; an image without a known word gets the model's output for an empty input."""
-    x, *_ = model_inputs(inputs, vectors, card.architecture, card.options["max_tokens"],
-                         card.options["vocabulary"] if card.architecture != "fc" else None)
+def predict_distributions(model: nn.Module, family: str, vectors: WordVectors, inputs: pd.DataFrame,
+                          max_tokens: int = 80, vocabulary: Sequence[str] | None = None) -> np.ndarray:
+    """(n, 7) distributions of a fitted model for `inputs` with objects / paragraph columns; an image
+    without a known word gets the model's output for an empty input."""
+    x, *_ = model_inputs(inputs, vectors, family, max_tokens, vocabulary if family != "fc" else None)
     return model.eval()(x).numpy()
+
+
+def predict_with_card(model: nn.Module, card, vectors: WordVectors, inputs: pd.DataFrame) -> np.ndarray:
+    """`predict_distributions` for a saved model and its card (`load_torch_model`)."""
+    return predict_distributions(model, card.architecture, vectors, inputs, card.options["max_tokens"],
+                                 card.options["vocabulary"])
+
+
+def object_critic(model: nn.Module, family: str, vectors: WordVectors, max_tokens: int = 80,
+                  vocabulary: Sequence[str] | None = None) -> Callable[[list[list[str]]], np.ndarray]:
+    """A function from object lists to the model's (n, 7) distributions (a paragraph is the names)."""
+    def critic(object_lists: list[list[str]]) -> np.ndarray:
+        inputs = pd.DataFrame({"objects": object_lists, "paragraph": [" ".join(o) for o in object_lists]})
+        return predict_distributions(model, family, vectors, inputs, max_tokens, vocabulary)
+
+    return critic

@@ -245,3 +245,21 @@ def word_clouds_png(samples: list[tuple[str, dict[str, float], dict[str, float]]
             ax.axis("off")
     fig.suptitle(title)
     return figure_png(fig)
+
+
+def scene_figure_png(legend_png: bytes, target: np.ndarray, predicted: np.ndarray | None, title: str) -> bytes:
+    """A scene's coloured label map with its legend, beside the target and the critic's distribution."""
+    from PIL import Image
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [1.6, 1]})
+    left.imshow(np.asarray(Image.open(io.BytesIO(legend_png)).convert("RGB")))
+    left.axis("off")
+    x = np.arange(len(EMOTIONS))
+    right.bar(x - 0.2, target, width=0.4, label="target")
+    if predicted is not None:
+        right.bar(x + 0.2, predicted, width=0.4, label="critic")
+    right.set_xticks(x, EMOTIONS, rotation=60, fontsize=8)
+    right.set_ylim(0, 1)
+    right.legend(fontsize=8)
+    fig.suptitle(title)
+    return figure_png(fig)

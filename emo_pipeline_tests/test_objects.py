@@ -1,12 +1,12 @@
 """Objects <-> emotions: the score baseline in SQL, the GloVe models, the MLP, ranking metrics, `objects`.
 
-The group runs on datasets A and B of a synthetic world built from what the generator planted (see
-`planted_datasets`), so the tests can demand that the planted object affinities come back out.
+The group runs on datasets A and B of a synthetic world built from what the generator planted (the
+`objects_run` fixture, see `planted_datasets`), so the tests can demand that the planted object
+affinities come back out.
 """
 
 import json
 
-import dagster as dg
 import duckdb
 import numpy as np
 import pandas as pd
@@ -15,9 +15,7 @@ import torch
 from sklearn.metrics import ndcg_score
 
 from emo_pipeline.cli import main
-from emo_pipeline.definitions import defs
-from emo_pipeline.defs.objects import GROUP, object_model_name
-from emo_pipeline.defs.resources import MLflowResource, WarehouseResource, WordVectorsResource
+from emo_pipeline.defs.objects import object_model_name
 from emo_pipeline.emotion_objects import (
     EmotionObjectMLP,
     distribution_vector,
@@ -30,40 +28,6 @@ from emo_pipeline.home import emo_home
 from emo_pipeline.model_store import load_torch_model
 from emo_pipeline.object_emotion import image_inputs, predict_with_card
 from emo_pipeline.ranking import ranking_metrics
-from emo_pipeline.synthetic import write_world
-from emo_pipeline.word_vectors import load_glove
-from emo_pipeline_tests.planted_datasets import write_planted_datasets
-
-
-@pytest.fixture(scope="module")
-def glove_cache(tmp_path_factory: pytest.TempPathFactory):
-    return tmp_path_factory.mktemp("word_vectors")
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory, glove_cache):
-    """The `objects` group materialized on the planted datasets A and B of a demo world."""
-    tmp = tmp_path_factory.mktemp("objects")
-    world = tmp / "world"
-    write_world(world, seed=11, scale="demo", images=False)
-    store = write_planted_datasets(world, tmp / "warehouse")
-    resources = {**defs.resources, "warehouse": WarehouseResource(root=str(store.root)),
-                 "mlflow": MLflowResource(root=str(tmp / "mlflow")),
-                 "word_vectors": WordVectorsResource(cache_dir=str(glove_cache))}
-    definitions = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, resources=resources)
-    graph = definitions.resolve_asset_graph()
-    keys = [k for k in graph.get_all_asset_keys() if graph.get(k).group_name == GROUP]
-    config = {"ops": {
-        **{k.to_user_string(): {"config": {"epochs": 20}} for k in keys
-           if k.to_user_string().startswith("objects_emotion_")},
-        **{f"emotion_objects_mlp_{d}": {"config": {"epochs": 4, "normalisations": ["count_share", "box_area"]}}
-           for d in "ab"}}}
-    result = definitions.resolve_implicit_global_asset_job_def().execute_in_process(
-        asset_selection=keys, run_config=config, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
-    assert result.success
-    checks = {e.event_specific_data.check_name: e.event_specific_data.passed for e in result.all_events
-              if e.event_type_value == "ASSET_CHECK_EVALUATION"}
-    return {"store": store, "world": world, "checks": checks, "vectors": load_glove(glove_cache)}
 
 
 # --- The score baseline --------------------------------------------------------------------------------
@@ -106,20 +70,20 @@ def test_sql_scores_equal_the_formula_in_numpy():
     assert ranked["object"].tolist() == expected_order.tolist()
 
 
-def test_score_baseline_recovers_the_planted_affinities(run):
-    top = run["store"].read_table("top_objects_per_emotion")
-    planted = json.loads((run["world"] / "planted_affinities.json").read_text())
+def test_score_baseline_recovers_the_planted_affinities(objects_run):
+    top = objects_run["store"].read_table("top_objects_per_emotion")
+    planted = json.loads((objects_run["world"] / "planted_affinities.json").read_text())
     for dataset in ("a", "b"):
         for i, emotion in enumerate(EMOTIONS):
             most_planted = sorted(planted["objects"], key=lambda o: -planted["objects"][o][i])[:5]
             top10 = top[(top["dataset"] == dataset) & (top["emotion"] == emotion) & (top["rank"] <= 10)]["object"]
             assert len(set(most_planted) & set(top10)) >= 3, (dataset, emotion, most_planted, top10.tolist())
-    assert run["checks"]["seven_centred_scores_per_object"]
+    assert objects_run["checks"]["seven_centred_scores_per_object"]
 
 
 # --- Objects -> emotion -------------------------------------------------------------------------------
-def test_word_vectors_average_multi_word_names_and_report_unknown_ones(glove_cache):
-    vectors = load_glove(glove_cache)
+def test_word_vectors_average_multi_word_names_and_report_unknown_ones(objects_run):
+    vectors = objects_run["vectors"]
     assert (len(vectors), vectors.dim) == (400_000, 50)
     street, light = vectors.vectors_of(["street", "light"])
     np.testing.assert_allclose(vectors.name_vector("street light"), (street + light) / 2, rtol=1e-6)
@@ -129,25 +93,49 @@ def test_word_vectors_average_multi_word_names_and_report_unknown_ones(glove_cac
     assert isinstance(vectors.kv.vectors, np.memmap)
 
 
-def test_glove_fc_beats_the_train_mean_on_both_data_sets(run):
-    table = run["store"].read_table("object_emotion_metrics").set_index(["dataset", "model"])
+def test_glove_fc_beats_the_train_mean_on_both_data_sets(objects_run):
+    table = objects_run["store"].read_table("object_emotion_metrics").set_index(["dataset", "model"])
     for dataset in ("a", "b"):
         fc, mean = table.loc[(dataset, "fc")], table.loc[(dataset, "train_mean")]
         assert fc["kl"] < mean["kl"] and fc["chebyshev"] < mean["chebyshev"]
         assert fc["bhattacharyya"] > mean["bhattacharyya"]
     assert set(table.index.get_level_values("model")) == {"fc", "rnn", "lstm", "lstm_dropout", "train_mean"}
-    assert run["checks"]["fc_beats_train_mean"]
+    assert objects_run["checks"]["fc_beats_train_mean"]
 
 
-def test_a_saved_phrase_model_reproduces_its_predictions(run):
-    store = run["store"]
+def test_a_saved_phrase_model_reproduces_its_predictions(objects_run):
+    store = objects_run["store"]
     name = object_model_name("lstm", "b")
     model, card = load_torch_model(emo_home().models, name)
     con = store.connect_scratch()
     inputs = image_inputs(con, "b")
     con.close()
     table = store.read_table(name).set_index("key").loc[inputs["key"].astype(str)]
-    predicted = predict_with_card(model, card, run["vectors"], inputs)
+    predicted = predict_with_card(model, card, objects_run["vectors"], inputs)
+    np.testing.assert_allclose(predicted, table[list(PROB_COLUMNS)].to_numpy(), atol=1e-5)
+
+
+def test_the_registered_model_reproduces_the_assets_predictions(objects_run):
+    """Registry convention: the model asset's name, a version per materialization, tagged with its lineage."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from emo_pipeline.object_emotion import mean_vectors
+    from emo_pipeline.tracking import tracking_uri
+
+    name = object_model_name("fc", "b")
+    uri = tracking_uri(objects_run["mlflow"])
+    (version,) = MlflowClient(tracking_uri=uri).search_model_versions(f"name='{name}'")
+    assert version.tags["dagster.asset_key"] == name and version.tags["data_fingerprint"]
+    mlflow.set_tracking_uri(uri)
+    loaded = mlflow.pytorch.load_model(f"models:/{name}/{version.version}")
+    con = objects_run["store"].connect_scratch()
+    inputs = image_inputs(con, "b")
+    con.close()
+    x, _, _ = mean_vectors(inputs["objects"].tolist(), objects_run["vectors"])
+    table = objects_run["store"].read_table(name).set_index("key").loc[inputs["key"].astype(str)]
+    with torch.inference_mode():
+        predicted = loaded(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(predicted, table[list(PROB_COLUMNS)].to_numpy(), atol=1e-5)
 
 
@@ -197,8 +185,8 @@ def test_the_mlp_is_the_papers_network():
     assert out.shape == (4, 123) and float(out.min()) >= 0 and float(out.max()) <= 1
 
 
-def test_emotion_object_metrics_compare_the_three_rankers(run):
-    table = run["store"].read_table("emotion_object_metrics")
+def test_emotion_object_metrics_compare_the_three_rankers(objects_run):
+    table = objects_run["store"].read_table("emotion_object_metrics")
     for dataset in ("a", "b"):
         part = table[table["dataset"] == dataset]
         assert set(part["method"]) == {"score_baseline", "most_frequent", "mlp"}
@@ -212,12 +200,12 @@ def test_emotion_object_metrics_compare_the_three_rankers(run):
             assert rows.sort_values("k")["recall"].is_monotonic_increasing
 
 
-def test_objects_command(run, capsys):
-    warehouse = ["--warehouse", str(run["store"].root)]
+def test_objects_command(objects_run, capsys):
+    warehouse = ["--warehouse", str(objects_run["store"].root)]
     assert main(["objects", "--fear", "1", "-k", "10", "--json", *warehouse]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["distribution"] == {"fear": 1.0} and len(out["objects"]) == 10
-    planted = json.loads((run["world"] / "planted_affinities.json").read_text())["top_objects"]["fear"][:5]
+    planted = json.loads((objects_run["world"] / "planted_affinities.json").read_text())["top_objects"]["fear"][:5]
     assert len(set(planted) & {o["object"] for o in out["objects"]}) >= 3
 
     assert main(["objects", "--joy", "0.7", "--surprise", "0.3", "-k", "4", "--model", "mlp", "--dataset", "a"]) == 0
@@ -229,5 +217,5 @@ def test_objects_command(run, capsys):
                           ([], "give at least one emotion a positive weight")]:
         assert main(["objects", *argv, *warehouse]) == 2
         assert message in capsys.readouterr().err
-    assert main(["objects", "--joy", "1", "--warehouse", str(run["store"].root / "nowhere")]) == 2
+    assert main(["objects", "--joy", "1", "--warehouse", str(objects_run["store"].root / "nowhere")]) == 2
     assert "materialize the `objects` group first" in capsys.readouterr().err
