@@ -8,13 +8,14 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 UI_PORT ?= 3000
 MLFLOW_PORT ?= 5000
+CHROMIUM := /usr/bin/chromium
 
 export EMO_HOME ?= $(CURDIR)/.emo_home
 export DAGSTER_HOME := $(EMO_HOME)/dagster
 export DAGSTER_DISABLE_TELEMETRY := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install home demo test ui mlflow-ui bench clean
+.PHONY: install home browser demo test ui mlflow-ui bench clean
 
 # pip's local-index notices ("... is ignored") are noise; errors still fail the step (pipefail).
 $(STAMP): pyproject.toml
@@ -39,9 +40,22 @@ demo: home
 	@echo "  make ui          # Dagster UI on http://127.0.0.1:$(UI_PORT)"
 	@echo "  $(VENV)/bin/emo-pipeline sql \"SELECT dominant_emotion, count(*) AS images FROM emotion6_labels GROUP BY 1 ORDER BY 2 DESC\""
 	@echo "  $(VENV)/bin/emo-pipeline objects --joy 0.7 --surprise 0.3 -k 10"
+	@echo "  $(VENV)/bin/emo-pipeline scene --joy 0.8 --surprise 0.2 --out scenes/"
 	@echo "  make mlflow-ui   # MLflow on http://127.0.0.1:$(MLFLOW_PORT)"
 
-test: home
+# Debian's Chromium, for the UI test (emo_pipeline_tests/test_ui.py drives it with Playwright, which
+# never downloads a browser of its own). Without apt-get it says so and the UI test is skipped.
+browser:
+	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+	  echo "no $(CHROMIUM) and no apt-get: install Chromium there to run the UI test (skipped until then)"; exit 0; fi; \
+	sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	echo "installing Debian's chromium for the UI test"; \
+	$$sudo apt-get update -q; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
+	test -x $(CHROMIUM)
+
+test: home browser
 	$(BIN)/python -m pytest
 
 ui: home

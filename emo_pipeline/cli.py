@@ -1,5 +1,5 @@
 """The `emo-pipeline` command: inspect data sets, write the synthetic world, query the warehouse, predict,
-rank the objects an emotion calls for."""
+rank the objects an emotion calls for, compose a scene for it."""
 
 from __future__ import annotations
 
@@ -44,8 +44,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from emo_pipeline.synthetic import write_world
 
     # write_world reports each data set as it is written, and the total at the end.
-    write_world(Path(args.out), seed=args.seed, scale=args.scale, images=not args.no_images,
-                progress=lambda line: print(line, flush=True))
+    try:
+        write_world(Path(args.out), seed=args.seed, scale=args.scale, images=not args.no_images,
+                    progress=lambda line: print(line, flush=True))
+    except OSError as exc:  # --out under a file, not writable, disk full: name it, no traceback
+        print(f"emo-pipeline synth: cannot write the world to {args.out}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -112,9 +116,15 @@ def distribution_from_args(args: argparse.Namespace, extras: Sequence[str]):
     from emo_pipeline.emotions import EMOTIONS
 
     weights = {e: getattr(args, e) for e in EMOTIONS if getattr(args, e) is not None}
+    takes_value = False
     for flag in extras:
         if flag.startswith("--"):
             weights[flag[2:].split("=", 1)[0]] = 0.0  # an unknown emotion name: distribution_vector names it
+            takes_value = "=" not in flag
+        elif takes_value:
+            takes_value = False  # the value of that unknown flag
+        else:
+            raise ValueError(f"unexpected argument {flag!r}: give weights as --<emotion> W, e.g. --joy 0.7")
     return distribution_vector(weights)
 
 
@@ -144,8 +154,50 @@ def cmd_objects(args: argparse.Namespace) -> int:
         print(json.dumps({"dataset": args.dataset, "model": args.model, "distribution": target,
                           "objects": ranked[["rank", "object", "score"]].to_dict(orient="records")}, indent=2))
     else:
-        print(f"dataset {args.dataset.upper()}, {args.model}; target " + ", ".join(f"{e} {v:g}" for e, v in target.items()))
+        print(f"dataset {args.dataset.upper()}, {args.model}; target "
+              + ", ".join(f"{e} {v:g}" for e, v in target.items()))
         print(ranked[["rank", "object", "score"]].round(4).to_string(index=False))
+    return 0
+
+
+def cmd_scene(args: argparse.Namespace) -> int:
+    from emo_pipeline.emotions import EMOTIONS
+    from emo_pipeline.home import emo_home
+    from emo_pipeline.model_store import ModelNotFound, load_torch_model
+    from emo_pipeline.object_emotion import object_critic
+    from emo_pipeline.scene import ComposerConfig, compose_scene, load_statistics, write_scene
+    from emo_pipeline.store import Warehouse
+    from emo_pipeline.word_vectors import load_glove
+
+    home = emo_home()
+    try:
+        distribution = distribution_from_args(args, args.extras)
+        if args.k < 1:
+            raise ValueError(f"-k must be at least 1, got {args.k}")
+        warehouse = Warehouse(Path(args.warehouse) if args.warehouse else home.warehouse)
+        try:
+            stats = load_statistics(warehouse, "b")
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"{exc}; materialize the `objects` and `scenes` groups first") from exc
+        model, _ = load_torch_model(Path(args.models) if args.models else home.models, "objects_emotion_fc_b")
+        critic = object_critic(model, "fc", load_glove(home.word_vectors))
+        scene = compose_scene(stats, distribution, ComposerConfig(k=args.k), args.seed, critic)
+        paths = write_scene(scene, stats, Path(args.out), args.name)
+    except (ModelNotFound, FileNotFoundError, ValueError) as exc:
+        print(f"emo-pipeline scene: {exc}", file=sys.stderr)
+        return 2
+    graph = scene.to_json(stats)
+    if args.json:
+        print(json.dumps({**graph, "files": {k: str(v) for k, v in paths.items()}}, indent=2))
+        return 0
+    print("target    " + ", ".join(f"{e} {v:.2f}" for e, v in zip(EMOTIONS, scene.target) if v > 0))
+    print("critic    " + ", ".join(f"{e} {v:.2f}" for e, v in zip(EMOTIONS, scene.predicted)) +
+          f"  (KL {scene.kl:.3f}, best of {scene.candidates} candidate sets)")
+    for item in graph["objects"]:
+        print(f"  {item['class_id']:>4}  {item['name']:<16} box {item['box']}")
+    for relation in scene.relations:
+        print(f"  {scene.objects[relation[0]]} {relation[1]} {scene.objects[relation[2]]}")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 
@@ -192,6 +244,18 @@ def build_parser() -> argparse.ArgumentParser:
     objects.add_argument("--warehouse", help="warehouse folder (default: $EMO_HOME/warehouse)")
     objects.add_argument("--models", help="models folder (default: $EMO_HOME/models)")
     objects.set_defaults(run=cmd_objects, takes_extras=True)
+
+    scene = commands.add_parser("scene", help="compose a scene (objects, layout, label map) for a distribution",
+                                description="e.g. emo-pipeline scene --joy 0.8 --surprise 0.2 -k 8 --out scenes/")
+    add_emotion_flags(scene)
+    scene.add_argument("-k", type=int, default=8, help="how many objects (default 8)")
+    scene.add_argument("--seed", type=int, default=0, help="the same seed gives the same scene")
+    scene.add_argument("--out", required=True, help="folder for <name>.json, <name>_labels.png, <name>_legend.png")
+    scene.add_argument("--name", default="scene", help="file name stem (default scene)")
+    scene.add_argument("--json", action="store_true", help="print the scene graph as JSON")
+    scene.add_argument("--warehouse", help="warehouse folder (default: $EMO_HOME/warehouse)")
+    scene.add_argument("--models", help="models folder (default: $EMO_HOME/models)")
+    scene.set_defaults(run=cmd_scene, takes_extras=True)
     return parser
 
 

@@ -162,7 +162,7 @@ def read_emotion6(root: str | Path, *, check_images: bool = True) -> Emotion6Dat
         if check_images:
             try:
                 width, height = check_image(path)
-            except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+            except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
                 rejected.append(Rejection(GROUND_TRUTH, line_no, "[image_filename]",
                                           f"image images/{key} is unreadable: {exc}"))
                 continue
@@ -174,7 +174,8 @@ def read_emotion6(root: str | Path, *, check_images: bool = True) -> Emotion6Dat
     labels["dominant_emotion"] = pd.Series(np.asarray(EMOTIONS)[top] if len(labels) else [], dtype="string")
     labels["dominant_tied"] = tied.astype(bool)
     labels = labels.astype({"image_key": "string", "keyword": "string", "image_path": "string",
-                            "width": "Int32", "height": "Int32"})
+                            "width": "Int32", "height": "Int32",
+                            **{c: "float64" for c in ("valence", "arousal", *PROB_COLUMNS)}})
     # Sort by key so that the same records give the same table whatever the file's row order.
     labels = labels.sort_values("image_key", key=_natural_key).reset_index(drop=True)
     return Emotion6Data(labels=labels[list(LABEL_COLUMNS)], rejected=rejected)

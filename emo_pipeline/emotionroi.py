@@ -27,7 +27,8 @@ from emo_pipeline.rejection import DatasetReport, NotADatasetError, Rejection
 
 SPLIT_FILES = {"train": "training_testing_split/training.txt", "test": "training_testing_split/testing.txt"}
 MAP_COLUMNS = ("image_key", "emotion", "image_path", "esm_path", "width", "height", "esm_mean")
-_IMAGE_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError)
+# DecompressionBombError: PIL refuses images over 2x MAX_IMAGE_PIXELS at open; a rejection like any other.
+_IMAGE_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 @dataclass

@@ -115,7 +115,8 @@ def build_from_card(card: ModelCard) -> nn.Module:
     elif card.kind == "emotion_objects":
         from emo_pipeline.emotion_objects import EmotionObjectMLP
 
-        model = EmotionObjectMLP(len(card.options["vocabulary"]), tuple(card.options["hidden"]), card.options["dropout"])
+        options = card.options
+        model = EmotionObjectMLP(len(options["vocabulary"]), tuple(options["hidden"]), options["dropout"])
     else:
         raise ValueError(f"model {card.name!r} is of kind {card.kind!r}, not a torch model")
     return model

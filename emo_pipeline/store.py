@@ -190,7 +190,12 @@ class Warehouse:
         if not self.catalog_path.is_file():
             raise FileNotFoundError(
                 f"no catalog at {self.catalog_path}: materialize some assets first (e.g. `make demo`)")
-        return self._connect_with_retry(read_only=True)
+        con = self._connect_with_retry(read_only=True)
+        # INSTALL / LOAD are refused by `query`; a SELECT naming a URL or format must not do them
+        # implicitly either (DuckDB would download an extension). Parquet, JSON and ICU are built in.
+        con.execute("SET autoinstall_known_extensions = false")
+        con.execute("SET autoload_known_extensions = false")
+        return con
 
     def query(self, sql: str) -> pd.DataFrame:
         """Run a user's read-only SQL against the catalog and return the last statement's result."""

@@ -39,8 +39,22 @@ def mlflow_run(mlflow_dir: Path, experiment: str, run_name: str, tags: Mapping[s
         yield run
 
 
-def log_torch_model(model, input_example, registered_model_name: str):
-    """Log a torch model (torch.export format) into the active run and register a new version of it.
+def tag_model_version(name: str, version: str | int | None, tags: Mapping[str, str] | None) -> None:
+    """Set `tags` on version `version` of registered model `name` (in the active tracking store)."""
+    if not tags or version is None:
+        return
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow.get_tracking_uri())
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, str(value))
+
+
+def log_torch_model(model, input_example, registered_model_name: str,
+                    version_tags: Mapping[str, str] | None = None):
+    """Log a torch model (torch.export format) into the active run, register a new version of it under
+    `registered_model_name` and tag that version (e.g. with the Dagster run and the data fingerprint).
 
     The requirements are given rather than inferred: inference starts a subprocess that imports the
     model's modules and costs about ten seconds per model.
@@ -48,10 +62,12 @@ def log_torch_model(model, input_example, registered_model_name: str):
     import mlflow.pytorch
     import torch
 
-    return mlflow.pytorch.log_model(
+    info = mlflow.pytorch.log_model(
         model, name="model", input_example=input_example, registered_model_name=registered_model_name,
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
     )
+    tag_model_version(registered_model_name, info.registered_model_version, version_tags)
+    return info
 
 
 def sklearn_requirements() -> list[str]:
@@ -65,11 +81,15 @@ def sklearn_requirements() -> list[str]:
     return [f"{package}=={version(package)}" for package in ("scikit-learn", "skops", "numpy", "scipy")]
 
 
-def log_sklearn_model(model: object, name: str, input_example: object, registered_model_name: str | None = None):
+def log_sklearn_model(model: object, name: str, input_example: object, registered_model_name: str | None = None,
+                      version_tags: Mapping[str, str] | None = None):
     """Log a fitted scikit-learn model to the active run (skops format: loading it runs no pickle);
-    register it under `registered_model_name` when given. Returns MLflow's ModelInfo."""
+    register it under `registered_model_name` when given and tag that version. Returns MLflow's ModelInfo."""
     import mlflow.sklearn
 
-    return mlflow.sklearn.log_model(
+    info = mlflow.sklearn.log_model(
         model, name=name, input_example=input_example, registered_model_name=registered_model_name,
         serialization_format="skops", pip_requirements=sklearn_requirements())
+    if registered_model_name:
+        tag_model_version(registered_model_name, info.registered_model_version, version_tags)
+    return info

@@ -117,3 +117,30 @@ def test_dagster_cli_materializes_the_raw_group(world: Path, tmp_path: Path):
                           "SELECT count(*) AS n FROM vg_objects"], env=env, capture_output=True, text=True)
     assert sql.returncode == 0, sql.stderr
     assert int(sql.stdout.splitlines()[1]) > 0
+
+
+def test_torch_steps_ask_for_the_gpu_locally_and_on_kubernetes():
+    """Every step that builds a pytorch asset is queued as a GPU step, and asks dagster-k8s for one GPU."""
+    torch_steps = {a.node_def.name: a.op.tags for a in defs.assets
+                   if isinstance(a, dg.AssetsDefinition) and any("pytorch" in s.kinds for s in a.specs)}
+    assert {"small_cnn", "esm_model", "object_detector", "vg_emotion_predictions", "objects_emotion_fc_b"} <= set(
+        torch_steps)
+    for name, tags in torch_steps.items():
+        assert tags.get("emo/device") == "gpu", name
+        limits = json.loads(tags["dagster-k8s/config"])["container_config"]["resources"]["limits"]
+        assert limits == {"nvidia.com/gpu": "1"}, name
+
+
+def test_the_executor_is_switched_by_configuration_alone():
+    from emo_pipeline.definitions import choose_executor
+
+    assert choose_executor("multiprocess").name == "multiprocess"
+    with pytest.raises(ValueError, match="EMO_EXECUTOR='threads': choose one of multiprocess, k8s"):
+        choose_executor("threads")
+    try:
+        import dagster_k8s  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="EMO_EXECUTOR=k8s needs the dagster-k8s package"):
+            choose_executor("k8s")
+    else:
+        assert choose_executor("k8s").name == "k8s"

@@ -57,13 +57,16 @@ def test_models_are_registered_in_mlflow_with_their_lineage(materialized):
     result, resources = materialized
     client = MlflowClient(tracking_uri=tracking_uri(Path(resources["mlflow"].root)))
     for model in MODELS:
-        (version,) = client.search_model_versions(f"name='emo_{model}'")
+        # One registered model per model asset, named as the asset; one version per materialization.
+        (version,) = client.search_model_versions(f"name='{model}_model'")
+        assert version.tags["dagster.run_id"] == result.run_id
+        assert version.tags["dagster.asset_key"] == f"{model}_model" and len(version.tags["data_fingerprint"]) == 16
         run = client.get_run(version.run_id)
         assert run.data.tags["dagster.run_id"] == result.run_id
         assert run.data.params["weights_source"].startswith("none: trained from scratch")
         assert "val_loss" in run.data.metrics
     mlflow.set_tracking_uri(tracking_uri(Path(resources["mlflow"].root)))
-    model = mlflow.pytorch.load_model("models:/emo_small_cnn/1")
+    model = mlflow.pytorch.load_model("models:/small_cnn_model/1")
     import torch
 
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 7)

@@ -163,16 +163,17 @@ def test_models_are_registered_in_mlflow(materialized):
     fcn_run, resnet_run, resources = materialized
     uri = tracking_uri(Path(resources["mlflow"].root))
     client = MlflowClient(tracking_uri=uri)
-    for name, run in ((f"emo_{FCN}", fcn_run), ("emo_esm_resnet", resnet_run)):
+    for name, run in ((FCN, fcn_run), ("esm_resnet_model", resnet_run)):
         (version,) = client.search_model_versions(f"name='{name}'")
+        assert version.tags["dagster.run_id"] == run.run_id and version.tags["dagster.asset_key"] == name
         logged = client.get_run(version.run_id)
         assert logged.data.tags["dagster.run_id"] == run.run_id
         assert logged.data.params["weights_source"].startswith("none: trained from scratch")
         assert "val_loss" in logged.data.metrics
-    fcn_logged = client.get_run(client.search_model_versions(f"name='emo_{FCN}'")[0].run_id)
+    fcn_logged = client.get_run(client.search_model_versions(f"name='{FCN}'")[0].run_id)
     assert fcn_logged.data.metrics["test_mse"] < fcn_logged.data.metrics["test_mse_mean_map"]
     mlflow.set_tracking_uri(uri)
-    loaded = mlflow.pytorch.load_model(f"models:/emo_{FCN}/1")
+    loaded = mlflow.pytorch.load_model(f"models:/{FCN}/1")
     assert loaded(torch.zeros(2, 3, 32, 32)).shape == (2, 1, 32, 32)
 
 

@@ -85,6 +85,7 @@ def test_the_registered_model_reproduces_the_predictions(materialized):
     model_metadata = next(m.metadata for m in result.asset_materializations_for_node("svm")
                           if m.asset_key == dg.AssetKey("svm_dominant_emotion"))
     assert version.run_id == model_metadata["mlflow_run_id"].value
+    assert version.tags["dagster.run_id"] == result.run_id and version.tags["dagster.asset_key"] == "svm_dominant_emotion"
     run = client.get_run(version.run_id)
     assert run.data.tags["dagster.asset_key"] == "svm_dominant_emotion, svm_predictions"
     assert run.data.tags["dagster.run_id"] == result.run_id
@@ -121,7 +122,8 @@ def test_feature_ridge_beats_the_floor_and_its_card_reproduces_the_predictions(m
     for metric in ("kl", "chebyshev"):
         assert metadata[f"val_{metric}"].value < metadata[f"val_train_mean_{metric}"].value, metric
     client = MlflowClient(tracking_uri=tracking_uri(root / "mlflow"))
-    (version,) = client.search_model_versions("name='emo_feature_ridge'")
+    (version,) = client.search_model_versions("name='feature_ridge_model'")
+    assert version.tags["dagster.asset_key"] == "feature_ridge_model" and version.tags["data_fingerprint"]
     run_id = metadata["mlflow_run_id"].value
     assert version.run_id == run_id == by_key["feature_ridge_predictions"]["mlflow_run_id"].value
 

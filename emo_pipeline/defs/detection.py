@@ -22,6 +22,7 @@ import pandas as pd
 
 from emo_pipeline import detector
 from emo_pipeline.atomic import atomic_output
+from emo_pipeline.defs.emotion_models import GPU_TAGS
 from emo_pipeline.defs.metadata import png_metadata, table_metadata
 from emo_pipeline.defs.resources import DataRoots, MLflowResource, TorchDeviceResource, WarehouseResource
 from emo_pipeline.home import emo_home
@@ -29,7 +30,6 @@ from emo_pipeline.plots import class_ap_png, detections_png
 from emo_pipeline.profiles import active_profile
 
 GROUP = "detection"
-GPU_TAGS = {"emo/device": "gpu"}
 DETECTOR = "object_detector"
 DETECTIONS = "emotion6_detections"
 WEIGHTS_ENV = "EMO_DETECTOR_WEIGHTS"

@@ -28,7 +28,12 @@ from emo_pipeline.profiles import EMOTION_MODELS, active_profile, emotion_model_
 from emo_pipeline.tracking import log_torch_model
 
 GROUP = "image_models"
-GPU_TAGS = {"emo/device": "gpu"}
+# Steps that train or run torch models: `emo/device` queues them one at a time (dagster.yaml and the
+# executor); on Kubernetes (dagster-k8s executor) the second tag gives their pod one GPU.
+GPU_TAGS = {
+    "emo/device": "gpu",
+    "dagster-k8s/config": json.dumps({"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}),
+}
 REPORTED = ("mse", "chebyshev", "bhattacharyya", "kl", "top1")
 
 
@@ -50,10 +55,15 @@ class EmotionModelOverrides(dg.Config):
     weights_path: str | None = None
 
 
+def frame_fingerprint(frame: pd.DataFrame) -> str:
+    """A short digest of a table's values (row order included)."""
+    return hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()[:16]
+
+
 def data_fingerprint(labels: pd.DataFrame, split: pd.DataFrame) -> str:
     """Changes whenever the images, their labels or the split change: new data, new checkpoints."""
     table = labels[["image_key", "image_path", *PROB_COLUMNS]].merge(split, on="image_key").sort_values("image_key")
-    return hashlib.sha256(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes()).hexdigest()[:16]
+    return frame_fingerprint(table)
 
 
 def split_metrics(predictions: pd.DataFrame, labels: pd.DataFrame) -> dict[str, dict[str, float]]:
@@ -114,7 +124,8 @@ def emotion_model_asset(name: str) -> dg.AssetsDefinition:
         overrides = set_overrides(config)
         settings = dataclasses.replace(emotion_model_config(name), **overrides)
         device = torch_device.torch_device()
-        checkpoints = checkpoint_dir(name, settings, data_fingerprint(labels, split))
+        fingerprint = data_fingerprint(labels, split)
+        checkpoints = checkpoint_dir(name, settings, fingerprint)
         context.log.info(f"{name}: profile {active_profile()}, {settings}, device {device}, checkpoints {checkpoints}")
 
         import mlflow as mlflow_api
@@ -127,7 +138,8 @@ def emotion_model_asset(name: str) -> dg.AssetsDefinition:
             scores = log_fitted_model(fitted, labels)
             # A batch of two keeps the exported model's batch dimension dynamic.
             example = torch.zeros(2, 3, settings.size, settings.size)
-            info = log_torch_model(fitted.model.cpu().eval(), example.numpy(), registered_model_name=f"emo_{name}")
+            info = log_torch_model(fitted.model.cpu().eval(), example.numpy(), registered_model_name=model_key,
+                                   version_tags=mlflow.version_tags(context, model_key, fingerprint))
 
         # The card lets `emo-pipeline predict`, the ensemble and dataset B rebuild the model alone.
         card = ModelCard(name=name, kind="image", architecture=settings.model, size=settings.size,
@@ -156,7 +168,7 @@ def emotion_model_asset(name: str) -> dg.AssetsDefinition:
             "epochs_run": fitted.result.epochs_run,
             "resumed_from_epoch": fitted.result.resumed_from,
             "mlflow_run_id": run.info.run_id,
-            "mlflow_model": f"emo_{name} version {info.registered_model_version}",
+            "mlflow_model": f"{model_key} version {info.registered_model_version}",
             **{f"{s}_{m}": float(scores[s][m]) for s in ("val", "test", "val_train_mean", "test_train_mean")
                for m in REPORTED},
             "training_curve": png_metadata(training_curve_png(fitted.result.history, name), "training curve"),

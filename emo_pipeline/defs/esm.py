@@ -29,6 +29,7 @@ from emo_pipeline.defs.emotion_models import (
     EmotionModelOverrides,
     checkpoint_dir,
     data_fingerprint,
+    frame_fingerprint,
     log_fitted_model,
     set_overrides,
 )
@@ -54,8 +55,8 @@ ESM_RESNET_FCNS = sorted({config.esm_model for config in ESM_RESNET_CONFIGS.valu
 
 
 def _maps_fingerprint(maps: pd.DataFrame, split: pd.DataFrame) -> str:
-    table = maps[["image_key", "image_path", "esm_path"]].merge(split, on="image_key").sort_values("image_key")
-    return hashlib.sha256(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes()).hexdigest()[:16]
+    return frame_fingerprint(
+        maps[["image_key", "image_path", "esm_path"]].merge(split, on="image_key").sort_values("image_key"))
 
 
 def _file_digest(path: Path) -> str:
@@ -106,7 +107,8 @@ def esm_model(context: dg.AssetExecutionContext, config: ESMModelOverrides, ware
     selected = {key.to_user_string() for key in context.selected_asset_keys}
     for name in (key for key in FCN_KEYS if key in selected):
         settings = dataclasses.replace(esm_model_config(name), **overrides)
-        checkpoints = checkpoint_dir(name, settings, _maps_fingerprint(maps, split))
+        fingerprint = _maps_fingerprint(maps, split)
+        checkpoints = checkpoint_dir(name, settings, fingerprint)
         context.log.info(f"{name}: profile {active_profile()}, {settings}, device {device}, checkpoints {checkpoints}")
 
         with mlflow.start_run(context, run_name=name) as run:
@@ -121,7 +123,8 @@ def esm_model(context: dg.AssetExecutionContext, config: ESMModelOverrides, ware
                                     **{f"{s}_mse_mean_map": v for s, v in fitted.baseline_mse.items()}})
             # A batch of two keeps the exported model's batch dimension dynamic.
             example = torch.zeros(2, 3, settings.size, settings.size)
-            info = log_torch_model(fitted.model.cpu().eval(), example.numpy(), registered_model_name=f"emo_{name}")
+            info = log_torch_model(fitted.model.cpu().eval(), example.numpy(), registered_model_name=name,
+                                   version_tags=mlflow.version_tags(context, name, fingerprint))
 
         card = ModelCard(name=name, kind="esm_fcn8s", architecture="fcn8s", size=settings.size,
                          options={"fc_channels": settings.fc_channels, "trunk_width": settings.trunk_width},
@@ -151,7 +154,7 @@ def esm_model(context: dg.AssetExecutionContext, config: ESMModelOverrides, ware
             "epochs_run": fitted.result.epochs_run,
             "resumed_from_epoch": fitted.result.resumed_from,
             "mlflow_run_id": run.info.run_id,
-            "mlflow_model": f"emo_{name} version {info.registered_model_version}",
+            "mlflow_model": f"{name} version {info.registered_model_version}",
             "training_curve": png_metadata(training_curve_png(fitted.result.history, name), "training curve"),
             "test_samples": png_metadata(figure, "image | true map | predicted map | difference"),
         })
@@ -240,8 +243,9 @@ def esm_resnet(context: dg.AssetExecutionContext, config: ESMResNetOverrides, wa
     except ModelNotFound as exc:
         raise dg.Failure(f"{exc}; materialize {settings.esm_model} first") from exc
     device = torch_device.torch_device()
-    checkpoints = checkpoint_dir(ESM_RESNET, settings, data_fingerprint(labels, split),
-                               _file_digest(models_dir / f"{settings.esm_model}.pt"))
+    fingerprint = data_fingerprint(labels, split)
+    checkpoints = checkpoint_dir(ESM_RESNET, settings, fingerprint,
+                                 _file_digest(models_dir / f"{settings.esm_model}.pt"))
     context.log.info(f"{ESM_RESNET}: profile {active_profile()}, {settings}, maps from {settings.esm_model} "
                      f"({fcn_card.size} px), device {device}, checkpoints {checkpoints}")
 
@@ -255,7 +259,8 @@ def esm_resnet(context: dg.AssetExecutionContext, config: ESMResNetOverrides, wa
         # resized to S (see emo_pipeline.esm.MapInput); a batch of two keeps N dynamic.
         example = torch.zeros(2, 4, settings.size, settings.size)
         info = log_torch_model(MapInput(fitted.model).cpu().eval(), example.numpy(),
-                               registered_model_name=f"emo_{ESM_RESNET}")
+                               registered_model_name=ESM_RESNET_MODEL,
+                               version_tags=mlflow.version_tags(context, ESM_RESNET_MODEL, fingerprint))
 
     card = ModelCard(name=ESM_RESNET, kind="esm_resnet", architecture=settings.arch, size=settings.size,
                      options={"esm_grid": settings.esm_grid}, clip=fitted.clip, esm_model=settings.esm_model,
@@ -289,7 +294,7 @@ def esm_resnet(context: dg.AssetExecutionContext, config: ESMResNetOverrides, wa
         "resumed_from_epoch": fitted.result.resumed_from,
         "prediction_floor": fitted.clip,
         "mlflow_run_id": run.info.run_id,
-        "mlflow_model": f"emo_{ESM_RESNET} version {info.registered_model_version}",
+        "mlflow_model": f"{ESM_RESNET_MODEL} version {info.registered_model_version}",
         **{f"{s}_{m}": float(scores[s][m]) for s in ("val", "test", "val_train_mean", "test_train_mean")
            for m in REPORTED},
         "training_curve": png_metadata(training_curve_png(fitted.result.history, ESM_RESNET), "training curve"),

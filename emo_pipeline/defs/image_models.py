@@ -6,7 +6,7 @@ model version. `svm_predictions` is its per-image output, a warehouse table that
 group scores.
 
 `feature_ridge_model` predicts the whole 7-way distribution from the same features (kernel ridge,
-see `emo_pipeline.feature_ridge`): registered in MLflow as `emo_feature_ridge`, and saved with its
+see `emo_pipeline.feature_ridge`): registered in MLflow as `feature_ridge_model`, and saved with its
 model card under `$EMO_HOME/models/` so that `emo-pipeline predict --model feature_ridge` computes the
 features of a new image the same way and applies the same floor. `feature_ridge_predictions` is its
 per-image distribution, in the columns of the torch models' predictions.
@@ -20,7 +20,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from emo_pipeline.defs.emotion_models import REPORTED
+from emo_pipeline.defs.emotion_models import REPORTED, frame_fingerprint
 from emo_pipeline.defs.metadata import png_metadata, table_metadata
 from emo_pipeline.defs.resources import MLflowResource, WarehouseResource
 from emo_pipeline.dominant import PREDICTION_COLUMNS
@@ -100,7 +100,8 @@ def svm(context: dg.AssetExecutionContext, config: SVMTrainConfig, warehouse: Wa
             png = Path(folder) / "confusion_test.png"
             png.write_bytes(confusion)
             mlflow_api.log_artifact(str(png))
-        info = log_sklearn_model(result.pipeline, "model", table[feature_columns].head(2), SVM_MODEL)
+        info = log_sklearn_model(result.pipeline, "model", table[feature_columns].head(2), SVM_MODEL,
+                                 mlflow.version_tags(context, SVM_MODEL, frame_fingerprint(table)))
     run_id = run.info.run_id
 
     yield dg.MaterializeResult(asset_key=SVM_MODEL, metadata={
@@ -191,7 +192,7 @@ def _feature_config(context: dg.AssetExecutionContext, columns: list[str]) -> Fe
         dg.AssetSpec(FEATURE_RIDGE_MODEL, group_name=GROUP, deps=_INPUTS, kinds={"sklearn", "mlflow"},
                      description="Kernel ridge regression from the power-transformed GLCM + CIECAM02 features to the "
                                  "7-way emotion distribution; alpha, gamma and the prediction floor chosen on "
-                                 "validation. Registered in MLflow as emo_feature_ridge and saved with its card for "
+                                 "validation. Registered in MLflow as feature_ridge_model and saved with its card for "
                                  "`emo-pipeline predict`."),
         dg.AssetSpec(FEATURE_RIDGE_PREDICTIONS, group_name=GROUP, deps=[FEATURE_RIDGE_MODEL], kinds={"parquet"},
                      description="feature_ridge's predicted 7-way distribution for every Emotion6 image."),
@@ -236,8 +237,10 @@ def feature_ridge(context: dg.AssetExecutionContext, config: FeatureRidgeTrainCo
         mlflow_api.log_metrics({f"{s}_{k}": v for s, values in scores.items() for k, v in values.items()})
         mlflow_api.log_text(result.selection.to_csv(index=False), "model_selection.csv")
         mlflow_api.log_dict(card.to_json(), "model_card.json")
+        fingerprint = frame_fingerprint(features.merge(labels[["image_key", *PROB_COLUMNS]], on="image_key"))
         info = log_sklearn_model(result.pipeline, "model", features[result.feature_columns].head(2),
-                                 registered_model_name=f"emo_{FEATURE_RIDGE}")
+                                 registered_model_name=FEATURE_RIDGE_MODEL,
+                                 version_tags=mlflow.version_tags(context, FEATURE_RIDGE_MODEL, fingerprint))
     run_id = run.info.run_id
 
     test_part = result.predictions[result.predictions["split"] == "test"].head(4)
@@ -258,7 +261,7 @@ def feature_ridge(context: dg.AssetExecutionContext, config: FeatureRidgeTrainCo
         "train_seconds": round(result.seconds, 2),
         "model": dg.MetadataValue.path(str(model_path)),
         "mlflow_run_id": run_id,
-        "mlflow_model": f"emo_{FEATURE_RIDGE} version {info.registered_model_version}",
+        "mlflow_model": f"{FEATURE_RIDGE_MODEL} version {info.registered_model_version}",
         "model_selection": dg.MetadataValue.md(result.selection.to_markdown(index=False, floatfmt=".4g")),
         **figure_metadata,
     })

@@ -14,7 +14,6 @@ word clouds of Figs. 11-12).
 """
 
 import dataclasses
-import hashlib
 import shutil
 
 import dagster as dg
@@ -22,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from emo_pipeline.defs.emotion_models import GPU_TAGS, checkpoint_dir, set_overrides
+from emo_pipeline.defs.emotion_models import GPU_TAGS, checkpoint_dir, frame_fingerprint, set_overrides
 from emo_pipeline.defs.metadata import png_metadata, table_metadata
 from emo_pipeline.defs.resources import MLflowResource, TorchDeviceResource, WarehouseResource, WordVectorsResource
 from emo_pipeline.emotion_objects import (
@@ -83,8 +82,7 @@ def _train_scores(store: Warehouse, dataset: str, split: pd.DataFrame) -> pd.Dat
 
 def _fingerprint(inputs: pd.DataFrame, split: pd.DataFrame) -> str:
     """Changes when the images, their objects, distributions or the split change."""
-    table = inputs.assign(objects=inputs["objects"].map(" | ".join)).merge(split, on="key")
-    return hashlib.sha256(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes()).hexdigest()[:16]
+    return frame_fingerprint(inputs.assign(objects=inputs["objects"].map(" | ".join)).merge(split, on="key"))
 
 
 # --- Objects -> emotion ------------------------------------------------------------------------------
@@ -122,7 +120,8 @@ def object_emotion_asset(family: str, dataset: str) -> dg.AssetsDefinition:
         overrides = {k: v for k, v in set_overrides(config).items() if k != "split_seed"}
         settings = dataclasses.replace(object_emotion_config(family), **overrides)
         device = torch_device.torch_device()
-        checkpoints = checkpoint_dir(name, settings, _fingerprint(inputs, split))
+        fingerprint = _fingerprint(inputs, split)
+        checkpoints = checkpoint_dir(name, settings, fingerprint)
         context.log.info(f"{name}: profile {active_profile()}, {settings}, {len(inputs)} images, device {device}")
         with mlflow.start_run(context, run_name=name) as run:
             mlflow_api.log_params({**dataclasses.asdict(settings), "dataset": dataset, "split_seed": config.split_seed,
@@ -136,7 +135,8 @@ def object_emotion_asset(family: str, dataset: str) -> dg.AssetsDefinition:
             mlflow_api.log_metrics({f"{part}_{k}": v for part, values in scores.items() for k, v in values.items()})
             example = (torch.zeros(2, vectors.dim) if family == "fc"
                        else torch.ones(2, settings.max_tokens, dtype=torch.int64))
-            info = log_torch_model(fitted.model, example.numpy(), registered_model_name=f"emo_{name}")
+            info = log_torch_model(fitted.model, example.numpy(), registered_model_name=name,
+                                   version_tags=mlflow.version_tags(context, name, fingerprint))
 
         card = ModelCard(name=name, kind="objects_emotion", architecture=family, size=vectors.dim,
                          options=card_options(fitted, settings, dataset), profile=active_profile(),
@@ -149,7 +149,7 @@ def object_emotion_asset(family: str, dataset: str) -> dg.AssetsDefinition:
             **table_metadata(fitted.predictions, path),
             "weights": dg.MetadataValue.path(str(weights)),
             "mlflow_run_id": run.info.run_id,
-            "mlflow_model": f"emo_{name} version {info.registered_model_version}",
+            "mlflow_model": f"{name} version {info.registered_model_version}",
             "best_epoch": fitted.result.best_epoch,
             "test_images": int(test["images"]),
             **{f"test_{m}": round(float(test[m]), 4) for m in REPORTED},
@@ -286,7 +286,8 @@ def emotion_objects_mlp_asset(dataset: str) -> dg.AssetsDefinition:
                                    "normalisations": ",".join(config.normalisations), "profile": active_profile()})
             for normalisation in config.normalisations:
                 settings = dataclasses.replace(base, normalisation=normalisation)
-                checkpoints = checkpoint_dir(mlp_model_name(dataset, normalisation), settings, _fingerprint(inputs, split))
+                checkpoints = checkpoint_dir(mlp_model_name(dataset, normalisation), settings,
+                                             _fingerprint(inputs, split))
                 fitted = fit_emotion_object_mlp(inputs, objects, split, settings, checkpoints, device=device,
                                                 log=context.log.info)
                 shutil.rmtree(checkpoints.parent, ignore_errors=True)
@@ -305,7 +306,8 @@ def emotion_objects_mlp_asset(dataset: str) -> dg.AssetsDefinition:
             chosen = max(validation, key=validation.get)
             best = fitted_models[chosen]
             info = log_torch_model(best.model, np.zeros((2, len(EMOTIONS)), dtype=np.float32),
-                                   registered_model_name=f"emo_{name}")
+                                   registered_model_name=name,
+                                   version_tags=mlflow.version_tags(context, name, _fingerprint(inputs, split)))
             mlflow_api.log_param("chosen_normalisation", chosen)
 
         for normalisation, fitted in fitted_models.items():
@@ -324,7 +326,7 @@ def emotion_objects_mlp_asset(dataset: str) -> dg.AssetsDefinition:
             "objects": len(best.vocabulary),
             **{f"val_ndcg10_{k}": round(v, 4) for k, v in validation.items()},
             "mlflow_run_id": run.info.run_id,
-            "mlflow_model": f"emo_{name} version {info.registered_model_version}",
+            "mlflow_model": f"{name} version {info.registered_model_version}",
             "validation_loss": png_metadata(loss_curves_png(table, f"Dataset {dataset.upper()}: MLP validation loss"),
                                             "validation loss per normalisation"),
         })
@@ -394,7 +396,8 @@ def emotion_object_metrics(context: dg.AssetExecutionContext, warehouse: Warehou
 @dg.asset_check(asset="emotion_object_scores", name="seven_centred_scores_per_object", blocking=True,
                 description="every object has one row per emotion, and its final scores sum to 0 over the 7")
 def seven_centred_scores_per_object(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    table = warehouse.get().read_table("emotion_object_scores", columns=["dataset", "object", "emotion", "score", "final"])
+    table = warehouse.get().read_table("emotion_object_scores",
+                                       columns=["dataset", "object", "emotion", "score", "final"])
     per_object = table.groupby(["dataset", "object"]).agg(rows=("emotion", "nunique"), final=("final", "sum"),
                                                           score=("score", "sum"))
     wrong_rows = int((per_object["rows"] != len(EMOTIONS)).sum())
@@ -411,7 +414,8 @@ def fc_beats_train_mean(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     lines = {d: (float(table[(d, "fc")]), float(table[(d, "train_mean")])) for d in DATASETS}
     return dg.AssetCheckResult(
         passed=all(fc < mean for fc, mean in lines.values()), severity=dg.AssetCheckSeverity.WARN,
-        description="; ".join(f"{d.upper()}: fc KL {fc:.4f} vs train mean {mean:.4f}" for d, (fc, mean) in lines.items()))
+        description="; ".join(f"{d.upper()}: fc KL {fc:.4f} vs train mean {mean:.4f}"
+                              for d, (fc, mean) in lines.items()))
 
 
 OBJECT_CHECKS = [seven_centred_scores_per_object, fc_beats_train_mean]

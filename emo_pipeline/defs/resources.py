@@ -84,6 +84,18 @@ class MLflowResource(dg.ConfigurableResource):
         with mlflow_run(self.directory(), self.experiment, run_name or asset_key, tags) as run:
             yield run
 
+    @staticmethod
+    def version_tags(context: dg.AssetExecutionContext, model_asset: str, data_fingerprint: str) -> dict[str, str]:
+        """Tags of a registered model version: the Dagster run and asset that made it, and its data.
+
+        Registry convention: one registered model per model asset, named as the asset key
+        (`small_cnn_model`, `objects_emotion_fc_b`), and one version per materialization.
+        """
+        from emo_pipeline.profiles import active_profile
+
+        return {"dagster.run_id": context.run.run_id, "dagster.asset_key": model_asset,
+                "data_fingerprint": data_fingerprint, "profile": active_profile()}
+
 
 class TorchDeviceResource(dg.ConfigurableResource):
     """Where torch steps run: `auto` picks CUDA when present, else the CPU."""

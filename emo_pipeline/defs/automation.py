@@ -1,0 +1,250 @@
+"""Jobs, the weekly schedule, the data-roots sensor and the automation conditions of the graph.
+
+Jobs. A job cannot mix the 16 partitioned `vg_emotion_predictions` shards with unpartitioned assets,
+so the graph runs as `unsharded_job` (everything except the shards and what is built on them), then
+`vg_predictions_job` (the shards, one run for all of them: single-run backfill policy), then
+`dataset_b_job` (what is built on the shards). Beside them: `raw_job` (the three source data sets),
+`datasets_job` (datasets A and B rebuilt from the tables they join, shards excluded) and
+`evaluation_job` (the scores: group `evaluation`, the two metrics tables of `objects` and the scenes'
+`scene_fidelity`).
+
+Automation conditions. Every asset with an upstream (everything except the source tables read by the
+`emotion6`, `emotionroi` and `visual_genome` multi-assets) gets `FOLLOW_UPSTREAM`, applied centrally
+by `follow_upstream()` in definitions.py: Dagster's `eager()` (requested when an upstream asset was
+updated by a run that did not also plan this asset, or when it goes missing; never while an upstream is
+missing or in progress, or while it is in progress itself) and, on top, the blocking checks of every
+upstream asset must have passed on its latest materialization, so that a raw table whose checks
+failed retrains nothing. (Checks of an asset requested in the same tick run in that run and stop its
+downstream steps there; an asset whose checks never ran holds its children back until they have.)
+
+A new Emotion6 ground_truth.txt therefore re-materializes `emotion6_labels` (data_roots_sensor), and
+the automation requests what is downstream of it and nothing else (no `vg_*`, `emotionroi_*`, ESM
+network or detector), in three waves, because one request only carries along what can share a run with
+it: first every unpartitioned asset below it that is not built on the shards (split, features, every
+model trained on Emotion6, the evaluation, dataset A and what is built on it); once that ran, the 16
+shards, because `emotion_distribution_metrics` picks the model that predicts them; once they ran,
+dataset B and what is built on it. The few assets built on both datasets (`emotion_object_scores`,
+the scene statistics, `emotion_scenes`, the object metrics) run in the first and the last wave. A
+request with more than one partition is submitted by the automation sensor as one backfill with the
+requested assets connected to it, and the backfill daemon runs all shards in one run (their
+single-run backfill policy), the rest after them in dependency order.
+
+The conditions are evaluated by `downstream_automation_sensor` (an AutomationConditionSensorDefinition
+over every asset; it replaces the `default_automation_condition_sensor` Dagster would otherwise add).
+It is STOPPED by default, as Dagster's default sensor is: a change near the top of the graph retrains
+models for hours, so turning that on is the user's decision (UI: Automation, toggle the sensor).
+
+Weekly schedule. `weekly_graph_schedule` runs `unsharded_job` every Sunday at 03:00 UTC. The rest of
+the graph follows by the automation conditions: after that run, `vg_emotion_predictions` sees its
+upstream (`vg_images`, `emotion_distribution_metrics`) updated by a run that did not include it, and
+the shards plus every asset of `dataset_b_job` are requested as one backfill; assets the job itself
+ran are not requested again (`eager` ignores updates from a run that also planned the asset). So with
+`downstream_automation_sensor` running, the schedule re-runs the whole graph once a week; without it,
+only `unsharded_job` runs. A schedule can only launch runs of one job (schedules do not submit
+backfills in Dagster 1.13), which is why the chain goes through the automation. The schedule is STOPPED
+by default: turn it on in the UI (Automation, or the job's page).
+
+Data-roots sensor. `data_roots_sensor` looks at the folders of the `data_roots` resource every 60 s
+and computes a fingerprint per data set (`emo_pipeline.fingerprints`: the sorted file list with sizes
+and modification times, plus the sha256 of the small ground-truth files: Emotion6's ground_truth.txt,
+EmotionROI's split files, Visual Genome's alias files; Visual Genome's 1.7 GB of JSON is listed but not
+read). The last fingerprints live in the sensor cursor (JSON). The first tick, and the first sighting
+of a data set, only records: the warehouse is assumed to hold what the folders hold (`make demo` or a
+job built it), and starting the sensor should not retrain the graph. When a fingerprint changes the
+sensor requests a run of that data set's raw assets only (asset selection on `raw_job`), with a run key
+made of the data set, its change count and the new fingerprint, so a retried tick does not launch the
+same run twice; the assets built on them follow by the automation conditions. A folder that disappears
+is recorded and requests nothing (the run would fail); when it comes back, it is a change. The sensor
+is STOPPED by default: were it running while the synthetic world is first written (`make ui` beside
+`make demo`), it would see three new data sets and ingest them a second time beside `make demo`.
+Changes made while the sensor is stopped are seen only if they are still there when it starts and
+differ from what it last recorded.
+"""
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+
+from emo_pipeline.defs import datasets, evaluation, objects, raw, scenes
+from emo_pipeline.defs.resources import DataRoots
+from emo_pipeline.emotion6 import GROUND_TRUTH
+from emo_pipeline.emotionroi import SPLIT_FILES
+from emo_pipeline.fingerprints import MISSING, Fingerprint, fingerprint_folder
+from emo_pipeline.visual_genome import OBJECT_ALIAS_FILE, RELATIONSHIP_ALIAS_FILE
+
+STOPPED_SCHEDULE = dg.DefaultScheduleStatus.STOPPED
+STOPPED_SENSOR = dg.DefaultSensorStatus.STOPPED
+TRIGGER_TAG = "emo/trigger"
+
+# --- jobs -------------------------------------------------------------------------------------------
+
+SHARDED = dg.AssetSelection.assets(datasets.VG_PREDICTIONS)
+
+raw_job = dg.define_asset_job(
+    "raw_job", selection=dg.AssetSelection.groups(raw.GROUP),
+    description="Read the three source data sets into the warehouse.")
+unsharded_job = dg.define_asset_job(
+    "unsharded_job", selection=dg.AssetSelection.all() - SHARDED.downstream(),
+    description="Every asset except the sharded Visual Genome predictions and what is built on them "
+                "(first of the three runs of the whole graph).")
+vg_predictions_job = dg.define_asset_job(
+    "vg_predictions_job", selection=SHARDED, partitions_def=datasets.VG_SHARDS,
+    description="The emotion distribution of every Visual Genome image, 16 shards (second of the three runs "
+                "of the whole graph). A backfill of all 16 runs as one run (single-run backfill policy).")
+dataset_b_job = dg.define_asset_job(
+    "dataset_b_job", selection=SHARDED.downstream() - SHARDED,
+    description="Dataset B and everything built on it, from the predicted shards (last of the three runs of "
+                "the whole graph).")
+datasets_job = dg.define_asset_job(
+    "datasets_job", selection=dg.AssetSelection.groups(datasets.GROUP) - SHARDED,
+    description="Datasets A and B (per image, per object, per relationship) rebuilt from the tables they "
+                "join: the Emotion6 labels and detections, the predicted shards and the Visual Genome "
+                "annotations. The shards themselves are vg_predictions_job.")
+EVALUATION = (dg.AssetSelection.groups(evaluation.GROUP)
+              | dg.AssetSelection.assets(objects.object_emotion_metrics, objects.emotion_object_metrics,
+                                         scenes.scene_fidelity))
+evaluation_job = dg.define_asset_job(
+    "evaluation_job", selection=EVALUATION,
+    description="Every score table, from the models and predictions already there: the dominant-emotion "
+                "accuracy and distribution metrics of the image models, both directions of the object "
+                "models (object_emotion_metrics, emotion_object_metrics) and the scenes' fidelity.")
+
+JOBS = [raw_job, unsharded_job, vg_predictions_job, dataset_b_job, datasets_job, evaluation_job]
+
+# --- automation conditions --------------------------------------------------------------------------
+
+FOLLOW_UPSTREAM = (
+    dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+).with_label("eager, upstream blocking checks passed")
+
+
+def follow_upstream(assets: Sequence[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
+    """Give every asset that has an upstream `FOLLOW_UPSTREAM`, unless it declares a condition itself.
+    The source tables (no upstream) are left to data_roots_sensor and the jobs."""
+    def apply(spec: dg.AssetSpec) -> dg.AssetSpec:
+        if not spec.deps or spec.automation_condition is not None:
+            return spec
+        return spec.replace_attributes(automation_condition=FOLLOW_UPSTREAM)
+
+    return list(dg.map_asset_specs(apply, assets))
+
+
+downstream_automation_sensor = dg.AutomationConditionSensorDefinition(
+    "downstream_automation_sensor",
+    target=dg.AssetSelection.all(),
+    default_status=STOPPED_SENSOR,
+    run_tags={TRIGGER_TAG: "automation"},
+    description="Requests each asset when something upstream of it was updated (by data_roots_sensor, "
+                "weekly_graph_schedule or by hand) and the upstream blocking checks passed. Off by default.")
+
+# --- weekly schedule --------------------------------------------------------------------------------
+
+WEEKLY_CRON = "0 3 * * 0"  # Sundays, 03:00
+
+weekly_graph_schedule = dg.ScheduleDefinition(
+    name="weekly_graph_schedule",
+    job=unsharded_job,
+    cron_schedule=WEEKLY_CRON,
+    execution_timezone="UTC",
+    default_status=STOPPED_SCHEDULE,
+    tags={TRIGGER_TAG: "weekly"},
+    description="The whole graph every Sunday at 03:00 UTC: unsharded_job, then (with "
+                "downstream_automation_sensor running) the shards and dataset B's side as one backfill. "
+                "Off by default.")
+
+# --- data-roots sensor ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WatchedDataSet:
+    name: str
+    root: str                  # the DataRoots method that returns its folder
+    hashed: tuple[str, ...]    # small files whose contents are hashed, relative to the folder
+    assets: dg.AssetsDefinition
+
+    @property
+    def asset_keys(self) -> list[dg.AssetKey]:
+        return sorted(self.assets.keys)
+
+    def fingerprint(self, data_roots: DataRoots) -> tuple[Fingerprint, str]:
+        """The fingerprint and a description of where it was taken."""
+        try:
+            folder: Path = getattr(data_roots, self.root)()
+        except FileNotFoundError as missing:
+            return Fingerprint(MISSING), str(missing)
+        return fingerprint_folder(folder, self.hashed), str(folder)
+
+
+DATA_SETS = (
+    WatchedDataSet("emotion6", "emotion6", (GROUND_TRUTH,), raw.emotion6),
+    WatchedDataSet("emotionroi", "emotionroi", tuple(SPLIT_FILES.values()), raw.emotionroi),
+    WatchedDataSet("visual_genome", "vg", (OBJECT_ALIAS_FILE, RELATIONSHIP_ALIAS_FILE), raw.visual_genome),
+)
+
+
+def _read_cursor(cursor: str | None) -> dict[str, dict]:
+    """The recorded state per data set: {"fingerprint": str, "changes": int}; anything else is dropped
+    (and that data set recorded afresh)."""
+    try:
+        state = json.loads(cursor) if cursor else {}
+    except json.JSONDecodeError:
+        return {}
+    if not isinstance(state, dict):
+        return {}
+    return {name: {"fingerprint": seen["fingerprint"], "changes": seen.get("changes", 0)}
+            for name, seen in state.items()
+            if isinstance(seen, dict) and isinstance(seen.get("fingerprint"), str)
+            and isinstance(seen.get("changes", 0), int)}
+
+
+@dg.sensor(
+    name="data_roots_sensor",
+    job=raw_job,
+    minimum_interval_seconds=60,
+    default_status=STOPPED_SENSOR,
+    description="Fingerprints the three data folders (files, sizes, modification times, ground-truth hashes) "
+                "and, when one changes, requests a run of that data set's raw assets. Off by default.",
+)
+def data_roots_sensor(context: dg.SensorEvaluationContext, data_roots: DataRoots) -> dg.SensorResult:
+    previous = _read_cursor(context.cursor)
+    state: dict[str, dict] = {}
+    requests: list[dg.RunRequest] = []
+    notes: list[str] = []
+    for data_set in DATA_SETS:
+        fingerprint, where = data_set.fingerprint(data_roots)
+        seen = previous.get(data_set.name)
+        summary = "missing" if fingerprint.missing else f"{fingerprint.files} files, {fingerprint.bytes:,} bytes"
+        if seen is None:
+            state[data_set.name] = {"fingerprint": fingerprint.digest, "changes": 0}
+            notes.append(f"{data_set.name}: recorded ({summary})")
+            context.log.info(f"{data_set.name}: first look at {where}, recorded ({summary})")
+            continue
+        if seen["fingerprint"] == fingerprint.digest:
+            state[data_set.name] = seen
+            notes.append(f"{data_set.name}: unchanged")
+            continue
+        changes = seen["changes"] + 1
+        state[data_set.name] = {"fingerprint": fingerprint.digest, "changes": changes}
+        if fingerprint.missing:
+            notes.append(f"{data_set.name}: folder gone")
+            context.log.warning(f"{data_set.name}: {where}; nothing requested until the folder is back")
+            continue
+        context.log.info(f"{data_set.name}: {where} changed ({summary}), requesting "
+                         + ", ".join(k.to_user_string() for k in data_set.asset_keys))
+        requests.append(dg.RunRequest(
+            run_key=f"{data_set.name}:{changes}:{fingerprint.digest[:16]}",
+            asset_selection=data_set.asset_keys,
+            tags={TRIGGER_TAG: "data_roots_sensor", "emo/data_set": data_set.name,
+                  "emo/fingerprint": fingerprint.digest[:16]},
+        ))
+    cursor = json.dumps(state, sort_keys=True)
+    if requests:
+        return dg.SensorResult(run_requests=requests, cursor=cursor)
+    return dg.SensorResult(skip_reason="; ".join(notes), cursor=cursor)
+
+
+SCHEDULES = [weekly_graph_schedule]
+SENSORS = [data_roots_sensor, downstream_automation_sensor]
