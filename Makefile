@@ -25,9 +25,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The instance's storage is created once here: two runs that start together on a fresh DAGSTER_HOME
+# would both create it and leave it unusable.
 home: install
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster instance migrate > /dev/null
 
 demo: home
 	$(BIN)/emo-pipeline synth --out $(EMO_HOME)/synthetic --scale demo

@@ -2,10 +2,10 @@
 
 - Seeded: the model's initial weights (seed set before the caller builds it, see `seed_everything`)
   and the order of the training batches (a dedicated generator) follow from one seed.
-- Checkpoints: after every epoch `last.pt` holds the model, optimizer, generator state, history and
-  early-stopping state; `best.pt` holds the weights of the best validation epoch. Both are written
-  under a temporary name and renamed, and loaded with `weights_only=True` (plain tensors and
-  containers, never pickled code).
+- Checkpoints: after every epoch `last.pt` holds the model, optimizer, generator state, torch's global
+  random state (dropout draws from it), history and early-stopping state; `best.pt` holds the weights
+  of the best validation epoch. Both are written under a temporary name and renamed, and loaded with
+  `weights_only=True` (plain tensors and containers, never pickled code).
 - Resume: a rerun with the same configuration continues after the last finished epoch and gives the
   same weights as a run that was never interrupted. A checkpoint of another configuration is refused
   rather than silently mixed in.
@@ -85,6 +85,20 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     raise ValueError(f"optimizer {config.optimizer!r}: choose adam or adagrad")
 
 
+def _global_rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """torch's global random state, which dropout and other random layers draw from."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_global_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"].cpu())
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
 def _save(obj: dict, path: Path) -> None:
     with atomic_output(path) as tmp:
         torch.save(obj, tmp)
@@ -155,7 +169,9 @@ def train(
                 "delete the folder to start afresh")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
+        generator.set_state(state["generator"].cpu())  # map_location may have moved it to the device
+        if "rng" in state:  # absent from checkpoints written before it was saved
+            _set_global_rng_state(state["rng"], device)
         history = [EpochRecord(**record) for record in state["history"]]
         best_val, best_epoch, start = state["best_val"], state["best_epoch"], state["epoch"] + 1
         log(f"resuming after epoch {state['epoch']} (best val loss {best_val:.5f} at epoch {best_epoch})")
@@ -177,6 +193,7 @@ def train(
             _save({"model": model.state_dict(), "epoch": epoch, "val_loss": val_loss}, best_path)
         _save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
                "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+               "rng": _global_rng_state(device),
                "history": [asdict(h) for h in history], "best_val": best_val, "best_epoch": best_epoch},
               last_path)
         log(f"epoch {epoch}/{config.epochs}: train loss {train_loss:.5f}, val loss {val_loss:.5f}"
