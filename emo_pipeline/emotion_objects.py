@@ -171,13 +171,12 @@ def object_targets(objects: pd.DataFrame, keys: Sequence, vocabulary: Sequence[s
         raise ValueError(f"normalisation {normalisation!r}: choose one of {', '.join(NORMALISATIONS)}")
     row_of = {k: i for i, k in enumerate(keys)}
     col_of = {o: j for j, o in enumerate(vocabulary)}
-    key = "key"
-    frame = objects[objects[key].isin(row_of.keys())]
+    frame = objects[objects["key"].isin(row_of.keys())]
     area = (frame["w"].astype(float) * frame["h"].astype(float)).clip(lower=0) if normalisation == "box_area" else None
-    grouped = frame.assign(area=area if area is not None else 1.0).groupby([key, "object"], sort=False).agg(
+    grouped = frame.assign(area=area if area is not None else 1.0).groupby(["key", "object"], sort=False).agg(
         count=("object", "size"), area=("area", "sum")).reset_index()
-    per_image = grouped.groupby(key).agg(rows=("count", "sum"), distinct=("object", "size"), area=("area", "sum"))
-    grouped = grouped.join(per_image, on=key, rsuffix="_image")
+    per_image = grouped.groupby("key").agg(rows=("count", "sum"), distinct=("object", "size"), area=("area", "sum"))
+    grouped = grouped.join(per_image, on="key", rsuffix="_image")
     grouped = grouped[grouped["object"].isin(col_of.keys())]
     count, rows = grouped["count"].to_numpy(float), grouped["rows"].to_numpy(float)
     if normalisation == "count_share":
@@ -192,7 +191,7 @@ def object_targets(objects: pd.DataFrame, keys: Sequence, vocabulary: Sequence[s
         total = grouped["area_image"].to_numpy(float)
         value = np.divide(grouped["area"].to_numpy(float), total, out=np.zeros_like(total), where=total > 0)
     return sp.csr_matrix((value.astype(np.float32),
-                          (grouped[key].map(row_of).to_numpy(), grouped["object"].map(col_of).to_numpy())),
+                          (grouped["key"].map(row_of).to_numpy(), grouped["object"].map(col_of).to_numpy())),
                          shape=(len(keys), len(vocabulary)))
 
 
