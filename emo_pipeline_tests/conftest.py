@@ -30,6 +30,21 @@ def real_vg_sample() -> Path:
     return path
 
 
+def pipeline_env(home: Path, world: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `dagster` or `emo-pipeline` process on a synthetic world, with its own home."""
+    return {
+        **os.environ,
+        "EMO_HOME": str(home),
+        "DAGSTER_HOME": str(home / "dagster"),
+        "EMO_EMOTION6_DIR": str(world / "Emotion6"),
+        "EMO_EMOTIONROI_DIR": str(world / "EmotionROI"),
+        "EMO_VG_DIR": str(world / "VG"),
+        "DAGSTER_DISABLE_TELEMETRY": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        **extra,
+    }
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory):
     """Tests never touch the user's EMO_HOME."""

@@ -37,6 +37,7 @@ from emo_pipeline.home import PROJECT_ROOT
 from emo_pipeline.store import Warehouse
 from emo_pipeline.synthetic import write_world
 from emo_pipeline.training import TrainConfig, seed_everything, train
+from emo_pipeline_tests.conftest import pipeline_env
 
 DAGSTER = Path(sys.executable).with_name("dagster")
 EMOTION6_RAW = ["emotion6_labels", "emotion6_rejected", "emotion6_split"]
@@ -135,19 +136,8 @@ def _new_home(base: dict, name: str, tables: list[str] = (), models: bool = Fals
 
 
 def _env(base: dict, home: Path) -> dict[str, str]:
-    world = base["world"]
-    return {
-        **os.environ,
-        "EMO_HOME": str(home),
-        "DAGSTER_HOME": str(home / "dagster"),
-        "EMO_EMOTION6_DIR": str(world / "Emotion6"),
-        "EMO_EMOTIONROI_DIR": str(world / "EmotionROI"),
-        "EMO_VG_DIR": str(world / "VG"),
-        "DAGSTER_DISABLE_TELEMETRY": "1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        # One torch thread per run: the same arithmetic in every run, and two runs fit two cores.
-        "OMP_NUM_THREADS": "1",
-    }
+    # One torch thread per run: the same arithmetic in every run, and two runs fit two cores.
+    return pipeline_env(home, base["world"], OMP_NUM_THREADS="1")
 
 
 class Materialization:

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from emo_pipeline.home import PROJECT_ROOT
+from emo_pipeline_tests.conftest import pipeline_env
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -171,17 +172,7 @@ def dagster_ui(tmp_path: Path) -> Iterator[Server]:
     dagster_home = home / "dagster"
     dagster_home.mkdir(parents=True)
     shutil.copyfile(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
-    env = {
-        **os.environ,
-        "EMO_HOME": str(home),
-        "DAGSTER_HOME": str(dagster_home),
-        "EMO_EMOTION6_DIR": str(world / "Emotion6"),
-        "EMO_EMOTIONROI_DIR": str(world / "EmotionROI"),
-        "EMO_VG_DIR": str(world / "VG"),
-        "DAGSTER_DISABLE_TELEMETRY": "1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = pipeline_env(home, world, PYTHONUNBUFFERED="1")
     port = _free_port()
     dagster = Path(sys.executable).with_name("dagster")
     log = tmp_path / "dagster_dev.log"

@@ -54,6 +54,7 @@ GROUP = "objects"
 DATASET_TABLES = {"a": ["dataset_a", "dataset_a_objects"],
                   "b": ["dataset_b", "dataset_b_objects", "dataset_b_relationships"]}
 REPORTED = ("kl", "bhattacharyya", "chebyshev", "mse", "top1")
+TABLE_METRICS = (*REPORTED, "cosine", "intersection")
 TOP_K = 15
 
 
@@ -182,12 +183,10 @@ def object_emotion_metrics(context: dg.AssetExecutionContext, warehouse: Warehou
             predictions = store.read_table(object_model_name(family, dataset))
             values = evaluate_object_model(inputs, predictions, "test")
             rows.append({"dataset": dataset, "model": family, "images": values["images"],
-                         **{k: v for k, v in values.items() if k in REPORTED or k in ("cosine", "intersection")}})
+                         **{k: values[k] for k in TABLE_METRICS}})
             if family == FAMILIES[0]:
                 rows.append({"dataset": dataset, "model": "train_mean", "images": values["images"],
-                             **{k.removeprefix("train_mean_"): v for k, v in values.items()
-                                if k.removeprefix("train_mean_") in (*REPORTED, "cosine", "intersection")
-                                and k.startswith("train_mean_")}})
+                             **{k: values[f"train_mean_{k}"] for k in TABLE_METRICS}})
     table = pd.DataFrame(rows)
     path = store.write_table("object_emotion_metrics", table)
     labelled = table.assign(model=table["dataset"].str.upper() + " " + table["model"])
