@@ -8,8 +8,12 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from emo_pipeline.rejection import DatasetReport, NotADatasetError
+
+if TYPE_CHECKING:
+    from emo_pipeline.store import Warehouse
 
 
 def _inspectors() -> dict[str, Callable[[Path], DatasetReport]]:
@@ -53,16 +57,30 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def open_warehouse(args: argparse.Namespace) -> Warehouse:
+    """The warehouse named by --warehouse / --tables, else by EMO_HOME / EMO_TABLES."""
+    from emo_pipeline.home import emo_home
+    from emo_pipeline.store import Warehouse
+
+    home = emo_home()
+    root, tables = getattr(args, "warehouse", None), getattr(args, "tables", None) or home.tables
+    try:
+        return Warehouse(Path(root) if root else home.warehouse, tables)
+    except ImportError as exc:  # fsspec names the package a URL's store needs
+        raise ValueError(f"tables at {tables}: {exc}") from exc
+
+
 def cmd_sql(args: argparse.Namespace) -> int:
     import duckdb
 
-    from emo_pipeline.home import emo_home
-    from emo_pipeline.store import ReadOnlyViolation, Warehouse
+    from emo_pipeline.store import ReadOnlyViolation
 
-    warehouse = Warehouse(Path(args.warehouse) if args.warehouse else emo_home().warehouse)
     try:
+        warehouse = open_warehouse(args)
+        if args.refresh:
+            warehouse.refresh_views()
         result = warehouse.query(args.query)
-    except (ReadOnlyViolation, FileNotFoundError) as exc:
+    except (ReadOnlyViolation, OSError, ValueError) as exc:  # OSError: also an unreachable object store
         print(f"emo-pipeline sql: {exc}", file=sys.stderr)
         return 2
     except duckdb.Error as exc:
@@ -81,14 +99,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from emo_pipeline.home import emo_home
     from emo_pipeline.model_store import ModelNotFound
     from emo_pipeline.predict import default_model, predict_images, validation_scores
-    from emo_pipeline.store import Warehouse
 
     home = emo_home()
     models_dir = Path(args.models) if args.models else home.models
     try:
-        model = args.model or default_model(models_dir, validation_scores(Warehouse(home.warehouse)))
+        model = args.model or default_model(models_dir, validation_scores(open_warehouse(args)))
         prediction = predict_images(args.images, model, models_dir)
-    except (ModelNotFound, FileNotFoundError, ValueError) as exc:
+    except (ModelNotFound, OSError, ValueError) as exc:
         print(f"emo-pipeline predict: {exc}", file=sys.stderr)
         return 2
     for path, why in prediction.failed.items():
@@ -133,7 +150,6 @@ def cmd_objects(args: argparse.Namespace) -> int:
     from emo_pipeline.emotions import EMOTIONS
     from emo_pipeline.home import emo_home
     from emo_pipeline.model_store import ModelNotFound
-    from emo_pipeline.store import Warehouse
 
     home = emo_home()
     try:
@@ -144,9 +160,8 @@ def cmd_objects(args: argparse.Namespace) -> int:
             ranked = rank_with_mlp(Path(args.models) if args.models else home.models, distribution, args.k,
                                    args.dataset)
         else:
-            warehouse = Warehouse(Path(args.warehouse) if args.warehouse else home.warehouse)
-            ranked = rank_with_scores(warehouse, distribution, args.k, args.dataset)
-    except (ModelNotFound, FileNotFoundError, ValueError) as exc:
+            ranked = rank_with_scores(open_warehouse(args), distribution, args.k, args.dataset)
+    except (ModelNotFound, OSError, ValueError) as exc:
         print(f"emo-pipeline objects: {exc}", file=sys.stderr)
         return 2
     target = {e: round(float(v), 4) for e, v in zip(EMOTIONS, distribution) if v > 0}
@@ -166,7 +181,6 @@ def cmd_scene(args: argparse.Namespace) -> int:
     from emo_pipeline.model_store import ModelNotFound, load_torch_model
     from emo_pipeline.object_emotion import object_critic
     from emo_pipeline.scene import ComposerConfig, compose_scene, load_statistics, write_scene
-    from emo_pipeline.store import Warehouse
     from emo_pipeline.word_vectors import load_glove
 
     home = emo_home()
@@ -174,16 +188,15 @@ def cmd_scene(args: argparse.Namespace) -> int:
         distribution = distribution_from_args(args, args.extras)
         if args.k < 1:
             raise ValueError(f"-k must be at least 1, got {args.k}")
-        warehouse = Warehouse(Path(args.warehouse) if args.warehouse else home.warehouse)
         try:
-            stats = load_statistics(warehouse, "b")
+            stats = load_statistics(open_warehouse(args), "b")
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"{exc}; materialize the `objects` and `scenes` groups first") from exc
         model, _ = load_torch_model(Path(args.models) if args.models else home.models, "objects_emotion_fc_b")
         critic = object_critic(model, "fc", load_glove(home.word_vectors))
         scene = compose_scene(stats, distribution, ComposerConfig(k=args.k), args.seed, critic)
         paths = write_scene(scene, stats, Path(args.out), args.name)
-    except (ModelNotFound, FileNotFoundError, ValueError) as exc:
+    except (ModelNotFound, OSError, ValueError) as exc:
         print(f"emo-pipeline scene: {exc}", file=sys.stderr)
         return 2
     graph = scene.to_json(stats)
@@ -199,6 +212,12 @@ def cmd_scene(args: argparse.Namespace) -> int:
         print(f"  {scene.objects[relation[0]]} {relation[1]} {scene.objects[relation[2]]}")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def add_warehouse_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--warehouse", help="folder of the catalog (default: $EMO_HOME/warehouse)")
+    parser.add_argument("--tables", help="folder or fsspec URL of the Parquet tables, e.g. s3://bucket/emo/tables "
+                                         "(default: $EMO_TABLES, else <warehouse>/tables)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     sql = commands.add_parser("sql", help="run a read-only SQL query over the warehouse views")
     sql.add_argument("query")
     sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    sql.add_argument("--warehouse", help="warehouse folder (default: $EMO_HOME/warehouse)")
+    add_warehouse_flags(sql)
+    sql.add_argument("--refresh", action="store_true",
+                     help="rebuild the catalog's views from the tables first (tables written on another machine)")
     sql.set_defaults(run=cmd_sql)
 
     predict = commands.add_parser("predict", help="the emotion distribution of image files, from a materialized model")
@@ -241,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     objects.add_argument("--model", choices=["baseline", "mlp"], default="baseline",
                          help="the score baseline (SQL over emotion_object_scores) or the MLP (default baseline)")
     objects.add_argument("--json", action="store_true", help="print one JSON object")
-    objects.add_argument("--warehouse", help="warehouse folder (default: $EMO_HOME/warehouse)")
+    add_warehouse_flags(objects)
     objects.add_argument("--models", help="models folder (default: $EMO_HOME/models)")
     objects.set_defaults(run=cmd_objects, takes_extras=True)
 
@@ -253,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     scene.add_argument("--out", required=True, help="folder for <name>.json, <name>_labels.png, <name>_legend.png")
     scene.add_argument("--name", default="scene", help="file name stem (default scene)")
     scene.add_argument("--json", action="store_true", help="print the scene graph as JSON")
-    scene.add_argument("--warehouse", help="warehouse folder (default: $EMO_HOME/warehouse)")
+    add_warehouse_flags(scene)
     scene.add_argument("--models", help="models folder (default: $EMO_HOME/models)")
     scene.set_defaults(run=cmd_scene, takes_extras=True)
     return parser

@@ -111,7 +111,7 @@ def build_dataset_b(store: Warehouse, predictions: str = "vg_emotion_predictions
             LEFT JOIN (SELECT image_id, count(*) AS relationships FROM vg_relationships GROUP BY image_id) r
                    USING (image_id)
             ORDER BY i.image_id""", refresh=False)
-        con.execute(f"CREATE VIEW dataset_b AS SELECT * FROM read_parquet('{store.table_path('dataset_b')}')")
+        store.create_view(con, "dataset_b", store.table_uri("dataset_b"))
         store.write_query("dataset_b_objects", con, f"""
             SELECT o.image_id, o.object_id, o.name AS object, o.x, o.y, o.w, o.h,
                    b.dominant_emotion, {', '.join(f'b.{e}' for e in EMOTIONS)}
@@ -142,7 +142,7 @@ def build_dataset_a(store: Warehouse, detections: str = "emotion6_detections") -
                               list(DISTINCT object ORDER BY object) FILTER (WHERE object IS NOT NULL) AS object_names
                        FROM {detections} GROUP BY image_key) d USING (image_key)
             ORDER BY l.image_key""", refresh=False)
-        con.execute(f"CREATE VIEW dataset_a AS SELECT * FROM read_parquet('{store.table_path('dataset_a')}')")
+        store.create_view(con, "dataset_a", store.table_uri("dataset_a"))
         store.write_query("dataset_a_objects", con, f"""
             SELECT d.image_key, d.object, d.confidence, d.x, d.y, d.w, d.h,
                    a.dominant_emotion, {', '.join(f'a.{e}' for e in EMOTIONS)}

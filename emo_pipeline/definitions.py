@@ -80,7 +80,7 @@ defs = dg.Definitions(
     sensors=automation.SENSORS,
     resources={
         "data_roots": DataRoots.from_environment(),
-        "warehouse": WarehouseResource(),
+        "warehouse": WarehouseResource.from_environment(),
         "mlflow": MLflowResource(),
         "torch_device": TorchDeviceResource(),
         "word_vectors": WordVectorsResource(),

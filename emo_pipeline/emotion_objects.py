@@ -332,7 +332,8 @@ def mlp_model_name(dataset: str, normalisation: str | None = None) -> str:
 def rank_with_scores(store, distribution: np.ndarray, k: int, dataset: str) -> pd.DataFrame:
     """rank, object, score, occurrences: the score baseline's top k, by read-only SQL on the catalog."""
     if not store.has_table(SCORES_TABLE):
-        raise FileNotFoundError(f"no {SCORES_TABLE} table in {store.root}: materialize the `objects` group first")
+        raise FileNotFoundError(
+            f"no {SCORES_TABLE} table in {store.tables_location}: materialize the `objects` group first")
     frame = store.query(ranking_sql(SCORES_TABLE, distribution, k, dataset))
     if frame.empty:
         raise ValueError(f"{SCORES_TABLE} holds no objects of dataset {dataset!r}")

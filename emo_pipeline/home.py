@@ -2,7 +2,8 @@
 
     $EMO_HOME/
       dagster/      DAGSTER_HOME: the instance (run history, schedules) with the project's dagster.yaml
-      warehouse/    Parquet tables (source of truth) and catalog.duckdb (views over them)
+      warehouse/    Parquet tables (source of truth) and catalog.duckdb (views over them); `EMO_TABLES`
+                    moves the tables to another folder or an object-store URL (`s3://bucket/emo/tables`)
       mlflow/       mlflow.db (tracking store) and artifacts/
       synthetic/    the embedded synthetic world (Emotion6/, EmotionROI/, VG/)
       word_vectors/ GloVe as gensim KeyedVectors (memory-mapped)
@@ -30,6 +31,11 @@ class Home:
     @property
     def warehouse(self) -> Path:
         return self.root / "warehouse"
+
+    @property
+    def tables(self) -> str | None:
+        """Where the Parquet tables live when not in `warehouse/tables`: `EMO_TABLES`, a folder or fsspec URL."""
+        return os.environ.get("EMO_TABLES") or None
 
     @property
     def models(self) -> Path:

@@ -1,10 +1,15 @@
 """The warehouse: Parquet files as the source of truth, a DuckDB catalog of views over them.
 
-- Each table is one Parquet file `tables/<name>.parquet`, or a folder `tables/<name>/` of partition
-  files, always written under a temporary name and renamed, so no reader ever sees half a file.
-- `catalog.duckdb` holds one view per table. DuckDB allows one writing process at a time, so view
-  refreshes take an exclusive file lock and keep the database open for milliseconds; readers open it
-  read-only and retry briefly while a refresh holds it.
+- Each table is one Parquet file `<tables>/<name>.parquet`, or a folder `<tables>/<name>/` of
+  partition files. `<tables>` is `<root>/tables` by default, or any fsspec URL (`s3://bucket/emo`,
+  `gs://...`, `memory://...`): the Parquet files then live in that object store.
+- Every file is written under a temporary name and then published whole (a local rename, or one
+  upload: an object-store PUT is atomic), so no reader ever sees half a file.
+- `catalog.duckdb` always lives on local disk under `root`: it holds one view per table. Remote
+  filesystems are registered with each DuckDB connection, so the views read the object store through
+  fsspec. DuckDB allows one writing process at a time, so view refreshes take an exclusive file lock
+  and keep the database open for milliseconds; readers open it read-only and retry briefly while a
+  refresh holds it.
 - `query` is the SQL surface for users: read-only, and statements other than queries are refused
   before they reach DuckDB.
 """
@@ -14,20 +19,27 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import re
+import tempfile
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import duckdb
+import fsspec
 import pandas as pd
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
-from emo_pipeline.atomic import atomic_output, write_parquet_atomic
+from emo_pipeline.atomic import atomic_output
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # Statement types a read-only user query may contain.
 _READ_ONLY_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 _LOCK_RETRY_SECONDS = 30.0
+# Object stores whose single upload replaces an object atomically; on other remote filesystems a
+# file is uploaded under a temporary name and moved into place.
+_ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"}
 
 
 class ReadOnlyViolation(ValueError):
@@ -40,6 +52,12 @@ def _check_name(name: str) -> str:
     return name
 
 
+def _check_partition(partition: str) -> str:
+    if not re.match(r"^[A-Za-z0-9_.=-]+$", partition) or partition.startswith("."):
+        raise ValueError(f"partition key {partition!r} is not a safe file name")
+    return partition
+
+
 def _is_busy(exc: Exception) -> bool:
     """True for the errors that mean "another connection holds the file right now"."""
     message = str(exc).lower()
@@ -49,32 +67,109 @@ def _is_busy(exc: Exception) -> bool:
 
 
 class Warehouse:
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-        self.tables_dir = self.root / "tables"
-        self.catalog_path = self.root / "catalog.duckdb"
+    """Tables under `tables` (a local folder or an fsspec URL; default `<root>/tables`), views in
+    `<root>/catalog.duckdb`. A store's endpoint and credentials come from its own settings (fsspec's
+    configuration, or for S3 the AWS_* variables)."""
 
-    # -- Parquet -------------------------------------------------------------------------------
+    def __init__(self, root: str | Path, tables: str | Path | None = None):
+        self.root = Path(root)
+        self.catalog_path = self.root / "catalog.duckdb"
+        fs, base = fsspec.core.url_to_fs(str(tables) if tables else str(self.root / "tables"))
+        # Local tables keep plain paths and renames; `fs` is set only for a remote store.
+        self.fs = None if isinstance(fs, LocalFileSystem) else fs
+        self.tables_dir = Path(base) if self.fs is None else None
+        self._base = base.rstrip("/")
+
+    @property
+    def tables_location(self) -> str:
+        """Where the Parquet files are: a local folder or a URL."""
+        return str(self.tables_dir) if self.fs is None else self.fs.unstrip_protocol(self._base)
+
+    # -- locations -----------------------------------------------------------------------------
+    def _key(self, name: str, partition: str | None = None) -> str:
+        """A table's file relative to the tables location."""
+        if partition is None:
+            return f"{_check_name(name)}.parquet"
+        return f"{_check_name(name)}/{_check_partition(partition)}.parquet"
+
+    def _location(self, key: str) -> str:
+        """`key` as a local path or a URL with its protocol (what DuckDB and metadata show)."""
+        return str(self.tables_dir / key) if self.fs is None else self.fs.unstrip_protocol(f"{self._base}/{key}")
+
+    def table_uri(self, name: str) -> str:
+        return self._location(self._key(name))
+
+    def partition_uri(self, name: str, partition: str) -> str:
+        return self._location(self._key(name, partition))
+
     def table_path(self, name: str) -> Path:
-        return self.tables_dir / f"{_check_name(name)}.parquet"
+        """The local file of a table (local warehouses only)."""
+        return self._local(self._key(name))
 
     def partition_path(self, name: str, partition: str) -> Path:
-        if not re.match(r"^[A-Za-z0-9_.=-]+$", partition) or partition.startswith("."):
-            raise ValueError(f"partition key {partition!r} is not a safe file name")
-        return self.tables_dir / _check_name(name) / f"{partition}.parquet"
+        return self._local(self._key(name, partition))
 
-    def write_table(self, name: str, frame: pd.DataFrame, *, refresh: bool = True) -> Path:
-        """Write a whole table atomically and (by default) refresh its view."""
-        path = write_parquet_atomic(frame, self.table_path(name))
+    def _local(self, key: str) -> Path:
+        if self.fs is not None:
+            raise ValueError(f"the tables live at {self.tables_location}, not on local disk: use table_uri")
+        return self.tables_dir / key
+
+    def _exists(self, key: str) -> bool:
+        if self.fs is None:
+            return (self.tables_dir / key).is_file()
+        # fsspec caches listings per process; other processes write tables, so ask the store itself.
+        self.fs.invalidate_cache()
+        return self.fs.isfile(f"{self._base}/{key}")
+
+    # -- writing -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _output(self, key: str) -> Iterator[Path]:
+        """A local temporary file to write; published as `key` when the block ends without error."""
+        if self.fs is None:
+            with atomic_output(self.tables_dir / key) as tmp:
+                yield tmp
+            return
+        with tempfile.TemporaryDirectory(prefix="emo-table-") as folder:
+            tmp = Path(folder) / Path(key).name
+            yield tmp
+            target = f"{self._base}/{key}"
+            protocols = {self.fs.protocol} if isinstance(self.fs.protocol, str) else set(self.fs.protocol)
+            if protocols & _ATOMIC_PUT:
+                self.fs.put_file(str(tmp), target)
+            else:
+                folder = target.rsplit("/", 1)[0]
+                self.fs.makedirs(folder, exist_ok=True)
+                staged = f"{folder}/.{Path(key).name}.{uuid.uuid4().hex}.tmp"
+                self.fs.put_file(str(tmp), staged)
+                self.fs.mv(staged, target)
+
+    @contextlib.contextmanager
+    def table_outputs(self, names: Iterable[str]) -> Iterator[dict[str, Path]]:
+        """Local files to write whole tables to (for writers that make Parquet themselves); each is
+        published as its table when the block ends without error, and none is when it raises."""
+        with contextlib.ExitStack() as stack:
+            yield {name: stack.enter_context(self._output(self._key(name))) for name in names}
+
+    def write_table(self, name: str, frame: pd.DataFrame, *, refresh: bool = True) -> str:
+        """Write a whole table atomically and (by default) refresh its view; returns its location."""
+        with self._output(self._key(name)) as tmp:
+            frame.to_parquet(tmp, index=False)
         if refresh:
             self.refresh_views()
-        return path
+        return self.table_uri(name)
 
-    def write_partition(self, name: str, partition: str, frame: pd.DataFrame, *, refresh: bool = True) -> Path:
-        path = write_parquet_atomic(frame, self.partition_path(name, partition))
+    def write_partition(self, name: str, partition: str, frame: pd.DataFrame, *, refresh: bool = True) -> str:
+        with self._output(self._key(name, partition)) as tmp:
+            frame.to_parquet(tmp, index=False)
         if refresh:
             self.refresh_views()
-        return path
+        return self.partition_uri(name, partition)
+
+    def _register(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+        """Let `con` read the remote store's URLs through fsspec."""
+        if self.fs is not None:
+            con.register_filesystem(self.fs)
+        return con
 
     def connect_scratch(self, memory_limit: str = "1GB") -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB with one view per table, for building tables with SQL.
@@ -82,70 +177,114 @@ class Warehouse:
         It never opens the catalog, so it needs no lock and cannot change what users query; DuckDB
         spills to a temporary folder beyond `memory_limit` (full-size Visual Genome joins).
         """
-        con = duckdb.connect(":memory:", config={"memory_limit": memory_limit})
+        con = self._register(duckdb.connect(":memory:", config={"memory_limit": memory_limit}))
         for name, source in self.table_sources().items():
-            literal = source.replace("'", "''")
-            con.execute(f"CREATE VIEW \"{name}\" AS SELECT * FROM read_parquet('{literal}')")
+            self.create_view(con, name, source)
         return con
 
-    def write_query(self, name: str, con: duckdb.DuckDBPyConnection, sql: str, *, refresh: bool = True) -> Path:
+    @staticmethod
+    def create_view(con: duckdb.DuckDBPyConnection, name: str, source: str, *, replace: bool = False) -> None:
+        """View `name` over the Parquet file or glob `source`."""
+        literal = source.replace("'", "''")
+        create = "CREATE OR REPLACE VIEW" if replace else "CREATE VIEW"
+        con.execute(f"{create} \"{_check_name(name)}\" AS SELECT * FROM read_parquet('{literal}')")
+
+    def write_query(self, name: str, con: duckdb.DuckDBPyConnection, sql: str, *, refresh: bool = True) -> str:
         """Write the result of `sql` (run on `con`, e.g. from `connect_scratch`) as table `name`, atomically."""
-        path = self.table_path(name)
-        with atomic_output(path) as tmp:
+        with self._output(self._key(name)) as tmp:
             literal = str(tmp).replace("'", "''")
             con.execute(f"COPY ({sql}) TO '{literal}' (FORMAT parquet)")
         if refresh:
             self.refresh_views()
-        return path
+        return self.table_uri(name)
 
+    # -- reading -------------------------------------------------------------------------------
     def read_partition(self, name: str, partition: str) -> pd.DataFrame:
-        return pd.read_parquet(self.partition_path(name, partition))
+        return self._read(self._key(name, partition))
+
+    def has_partition(self, name: str, partition: str) -> bool:
+        return self._exists(self._key(name, partition))
 
     def has_table(self, name: str) -> bool:
-        return self.table_path(name).is_file() or bool(self._partition_files(name))
+        return self._exists(self._key(name)) or bool(self._partition_keys(name))
 
-    def _table_files(self, name: str) -> list[Path]:
+    def _table_keys(self, name: str) -> list[str]:
         """The Parquet file of a table, or its partition files; a clear error when it has none."""
-        path = self.table_path(name)
-        files = [path] if path.is_file() else self._partition_files(name)
-        if not files:
-            raise FileNotFoundError(f"table {name!r} has not been written yet (no {path})")
-        return files
+        key = self._key(name)
+        keys = [key] if self._exists(key) else self._partition_keys(name)
+        if not keys:
+            raise FileNotFoundError(f"table {name!r} has not been written yet (no {self._location(key)})")
+        return keys
+
+    def _partition_keys(self, name: str) -> list[str]:
+        if self.fs is None:
+            folder = self.tables_dir / name
+            return sorted(f"{name}/{p.name}" for p in folder.glob("*.parquet")) if folder.is_dir() else []
+        self.fs.invalidate_cache()  # as in `_exists`
+        return sorted(f"{name}/{p.rsplit('/', 1)[-1]}" for p in self.fs.glob(f"{self._base}/{name}/*.parquet"))
+
+    def _read(self, key: str, columns: list[str] | None = None) -> pd.DataFrame:
+        if self.fs is None:
+            return pd.read_parquet(self.tables_dir / key, columns=columns)
+        return pd.read_parquet(f"{self._base}/{key}", columns=columns, filesystem=self.fs)
+
+    @contextlib.contextmanager
+    def _parquet_file(self, key: str) -> Iterator[pq.ParquetFile]:
+        if self.fs is None:
+            yield pq.ParquetFile(self.tables_dir / key)
+            return
+        with self.fs.open(f"{self._base}/{key}", "rb") as handle:
+            yield pq.ParquetFile(handle)
 
     def read_table(self, name: str, columns: list[str] | None = None) -> pd.DataFrame:
         """Read a table straight from Parquet (no catalog lock involved)."""
-        files = self._table_files(name)
-        if len(files) == 1:
-            return pd.read_parquet(files[0], columns=columns)
-        return pd.concat([pd.read_parquet(f, columns=columns) for f in files], ignore_index=True)
+        keys = self._table_keys(name)
+        if len(keys) == 1:
+            return self._read(keys[0], columns)
+        return pd.concat([self._read(key, columns) for key in keys], ignore_index=True)
 
     def table_row_count(self, name: str) -> int:
         """Row count from the Parquet footers alone."""
-        return sum(pq.ParquetFile(f).metadata.num_rows for f in self._table_files(name))
+        total = 0
+        for key in self._table_keys(name):
+            with self._parquet_file(key) as parquet:
+                total += parquet.metadata.num_rows
+        return total
 
     def head(self, name: str, rows: int = 8) -> pd.DataFrame:
         """The first rows of a table without reading the whole file (tables can hold millions of rows)."""
-        parquet = pq.ParquetFile(self._table_files(name)[0])
-        batch = next(parquet.iter_batches(batch_size=rows), None)
-        return (batch.to_pandas() if batch is not None else parquet.schema_arrow.empty_table().to_pandas()).head(rows)
-
-    def _partition_files(self, name: str) -> list[Path]:
-        folder = self.tables_dir / name
-        return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+        with self._parquet_file(self._table_keys(name)[0]) as parquet:
+            batch = next(parquet.iter_batches(batch_size=rows), None)
+            empty = parquet.schema_arrow.empty_table()
+        return (batch.to_pandas() if batch is not None else empty.to_pandas()).head(rows)
 
     def table_sources(self) -> dict[str, str]:
         """View name -> the Parquet file or glob it reads."""
+        if self.fs is None:
+            entries = ([(p.name, p.is_dir()) for p in self.tables_dir.iterdir()]
+                       if self.tables_dir.is_dir() else [])
+        else:
+            self.fs.invalidate_cache()  # as in `_exists`
+            try:
+                listed = self.fs.ls(self._base, detail=True)
+            except FileNotFoundError:
+                listed = []  # an object store has no empty folders: nothing written yet
+            except Exception as exc:  # each store raises its own types (botocore's are not OSErrors)
+                raise OSError(f"cannot list the tables at {self.tables_location}: {type(exc).__name__}: {exc}") from exc
+            entries = [(e["name"].rstrip("/").rsplit("/", 1)[-1], e["type"] == "directory") for e in listed]
         sources: dict[str, str] = {}
-        if not self.tables_dir.is_dir():
-            return sources
-        for entry in sorted(self.tables_dir.iterdir()):
-            if entry.name.startswith("."):
+        for entry, is_dir in sorted(entries):
+            if entry.startswith("."):
                 continue  # temporary files of writes in flight
-            if entry.is_file() and entry.suffix == ".parquet" and _NAME.match(entry.stem):
-                sources[entry.stem] = str(entry.resolve())
-            elif entry.is_dir() and _NAME.match(entry.name) and any(entry.glob("*.parquet")):
-                sources[entry.name] = str(entry.resolve() / "*.parquet")
+            stem = entry.removesuffix(".parquet")
+            if not is_dir and entry.endswith(".parquet") and _NAME.match(stem):
+                sources[stem] = self._source(entry)
+            elif is_dir and _NAME.match(entry) and self._partition_keys(entry):
+                sources[entry] = self._source(entry) + "/*.parquet"
         return sources
+
+    def _source(self, key: str) -> str:
+        return str((self.tables_dir / key).resolve()) if self.fs is None else self._location(key)
 
     # -- DuckDB catalog ------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -153,7 +292,7 @@ class Warehouse:
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / "catalog.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one writer among this machine's processes
-            con = self._connect_with_retry(read_only=False)
+            con = self._register(self._connect_with_retry(read_only=False))
             try:
                 yield con
             finally:
@@ -169,8 +308,7 @@ class Warehouse:
             for name in existing - sources.keys():
                 con.execute(f'DROP VIEW "{name}"')
             for name, source in sources.items():
-                literal = source.replace("'", "''")
-                con.execute(f"CREATE OR REPLACE VIEW \"{name}\" AS SELECT * FROM read_parquet('{literal}')")
+                self.create_view(con, name, source, replace=True)
             con.execute("COMMIT")
         return sorted(sources)
 
@@ -190,7 +328,7 @@ class Warehouse:
         if not self.catalog_path.is_file():
             raise FileNotFoundError(
                 f"no catalog at {self.catalog_path}: materialize some assets first (e.g. `make demo`)")
-        con = self._connect_with_retry(read_only=True)
+        con = self._register(self._connect_with_retry(read_only=True))
         # INSTALL / LOAD are refused by `query`; a SELECT naming a URL or format must not do them
         # implicitly either (DuckDB would download an extension). Parquet, JSON and ICU are built in.
         con.execute("SET autoinstall_known_extensions = false")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,21 @@ def real_vg_sample() -> Path:
     if not (path / "objects.json").is_file():
         pytest.skip(f"the real Visual Genome sample is not at {path} (set EMO_SHARED_DATASETS)")
     return path
+
+
+@contextlib.contextmanager
+def environ(**values: str) -> Iterator[None]:
+    """Environment variables set for a block of this process, restored afterwards."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def pipeline_env(home: Path, world: Path, **extra: str) -> dict[str, str]:

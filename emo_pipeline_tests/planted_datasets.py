@@ -45,10 +45,12 @@ def planted_detections(world: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(DETECTION_COLUMNS))
 
 
-def write_planted_datasets(world: Path, root: Path) -> Warehouse:
-    """A warehouse at `root` with the raw tables of `world` and datasets A and B built on planted truth."""
-    store = Warehouse(root)
-    ingest_visual_genome(world / "VG", {t: store.table_path(f"vg_{t}") for t in VG_TABLES})
+def write_planted_datasets(world: Path, root: Path, tables: str | None = None) -> Warehouse:
+    """A warehouse at `root` (its Parquet at `tables`, default local) with the raw tables of `world` and
+    datasets A and B built on planted truth."""
+    store = Warehouse(root, tables)
+    with store.table_outputs(f"vg_{t}" for t in VG_TABLES) as outputs:
+        ingest_visual_genome(world / "VG", {t: outputs[f"vg_{t}"] for t in VG_TABLES})
     store.write_table("emotion6_labels", read_emotion6(world / "Emotion6", check_images=False).labels, refresh=False)
     store.write_table("emotion6_detections", planted_detections(world), refresh=False)
     predictions = planted_predictions(world)

@@ -37,7 +37,7 @@ from emo_pipeline.home import PROJECT_ROOT
 from emo_pipeline.store import Warehouse
 from emo_pipeline.synthetic import write_world
 from emo_pipeline.training import TrainConfig, seed_everything, train
-from emo_pipeline_tests.conftest import pipeline_env
+from emo_pipeline_tests.conftest import environ, pipeline_env
 
 DAGSTER = Path(sys.executable).with_name("dagster")
 EMOTION6_RAW = ["emotion6_labels", "emotion6_rejected", "emotion6_split"]
@@ -49,23 +49,9 @@ RUN_TIMEOUT = 240  # seconds for one CLI run on two busy cores (imports alone ta
 
 # -- set-up -------------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _environ(name: str, value: str) -> Iterator[None]:
-    """An environment variable set for a block of this process, restored afterwards."""
-    previous = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = previous
-
-
 def _emo_home(path: Path):
     """EMO_HOME for in-process runs: models and checkpoints go there."""
-    return _environ("EMO_HOME", str(path))
+    return environ(EMO_HOME=str(path))
 
 
 @contextlib.contextmanager
@@ -122,7 +108,7 @@ def _new_home(base: dict, name: str, tables: list[str] = (), models: bool = Fals
     # DAGSTER_HOME both stamp the schema version, and the instance is unusable from then on
     # ("Version table 'alembic_version' has more than one head present"), so the instance is created
     # here first, as a deployed home's would be.
-    with _environ("DAGSTER_HOME", str(home / "dagster")), dg.DagsterInstance.get() as instance:
+    with environ(DAGSTER_HOME=str(home / "dagster")), dg.DagsterInstance.get() as instance:
         instance.get_runs_count()
     source, target = Warehouse(base["home"] / "warehouse"), Warehouse(home / "warehouse")
     target.tables_dir.mkdir(parents=True)

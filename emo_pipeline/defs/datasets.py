@@ -65,8 +65,8 @@ def vg_emotion_predictions(context: dg.AssetExecutionContext, config: VGPredicti
     began = time.perf_counter()
     for key in keys:
         shard = shard_images(images, key)
-        path = store.partition_path(VG_PREDICTIONS, key)
-        if path.is_file() and shard_is_current(store.read_partition(VG_PREDICTIONS, key), shard, model, version):
+        if (store.has_partition(VG_PREDICTIONS, key)
+                and shard_is_current(store.read_partition(VG_PREDICTIONS, key), shard, model, version)):
             context.log.info(f"{key}: {len(shard)} images already predicted by this model version, kept")
             kept += len(shard)
             continue
@@ -116,14 +116,14 @@ def dataset_a(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     top = store.query("SELECT object, count(*) AS detections FROM dataset_a_objects GROUP BY 1 ORDER BY 2 DESC LIMIT 10")
     without = store.query("SELECT count(*) AS n FROM dataset_a WHERE objects = 0")["n"].iloc[0]
     yield dg.MaterializeResult(asset_key="dataset_a", metadata={
-        **table_metadata(store.head("dataset_a"), store.table_path("dataset_a")),
+        **table_metadata(store.head("dataset_a"), store.table_uri("dataset_a")),
         "dagster/row_count": counts["dataset_a"],
         "images_without_detection": int(without),
         "top_objects": dg.MetadataValue.md(top.to_markdown(index=False) if len(top) else "no detections"),
     })
     for name in DATASET_A_TABLES[1:]:
         yield dg.MaterializeResult(asset_key=name, metadata={
-            **table_metadata(store.head(name), store.table_path(name)), "dagster/row_count": counts[name]})
+            **table_metadata(store.head(name), store.table_uri(name)), "dagster/row_count": counts[name]})
 
 
 @dg.asset_check(asset="dataset_a", name="every_image_once", blocking=True, additional_deps=["emotion6_labels"],
@@ -162,7 +162,7 @@ def dataset_b(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     readable = per_image[per_image["readable"]].rename(columns=dict(zip(EMOTIONS, PROB_COLUMNS)))
     mean = readable[list(PROB_COLUMNS)].mean().to_numpy() if len(readable) else np.full(len(EMOTIONS), np.nan)
     yield dg.MaterializeResult(asset_key="dataset_b", metadata={
-        **table_metadata(store.head("dataset_b"), store.table_path("dataset_b")),
+        **table_metadata(store.head("dataset_b"), store.table_uri("dataset_b")),
         "dagster/row_count": counts["dataset_b"],
         "readable_images": len(readable),
         **{f"mean_{emotion}": round(float(value), 4) for emotion, value in zip(EMOTIONS, mean)},
@@ -172,7 +172,7 @@ def dataset_b(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     })
     for name in DATASET_B_TABLES[1:]:
         yield dg.MaterializeResult(asset_key=name, metadata={
-            **table_metadata(store.head(name), store.table_path(name)), "dagster/row_count": counts[name]})
+            **table_metadata(store.head(name), store.table_uri(name)), "dagster/row_count": counts[name]})
 
 
 @dg.asset_check(asset="dataset_b", name="every_image_once", blocking=True, additional_deps=["vg_images"],

@@ -7,8 +7,8 @@ import dagster as dg
 import pandas as pd
 
 
-def table_metadata(frame: pd.DataFrame, path: Path, preview_rows: int = 8) -> dict:
-    """Row count, column schema, file path and a preview: what a user checks first in the UI."""
+def table_metadata(frame: pd.DataFrame, path: str | Path, preview_rows: int = 8) -> dict:
+    """Row count, column schema, file path (or URL) and a preview: what a user checks first in the UI."""
     columns = [dg.TableColumn(name=str(name), type=str(dtype)) for name, dtype in frame.dtypes.items()]
     preview = frame.head(preview_rows)
     return {

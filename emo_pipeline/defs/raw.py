@@ -121,14 +121,15 @@ def visual_genome(context: dg.AssetExecutionContext, data_roots: DataRoots, ware
     root = data_roots.vg()
     store = warehouse.get()
     context.log.info(f"ingesting Visual Genome from {root} with DuckDB's JSON reader")
-    result = ingest_visual_genome(root, {table: store.table_path(asset) for table, asset in VG_ASSETS.items()})
+    with store.table_outputs(VG_ASSETS.values()) as outputs:
+        result = ingest_visual_genome(root, {table: outputs[asset] for table, asset in VG_ASSETS.items()})
     store.refresh_views()
     context.log.info(f"Visual Genome {result.version}: " + ", ".join(f"{t} {n}" for t, n in result.counts.items()))
     for table, asset in VG_ASSETS.items():
         head = store.head(asset)
         metadata = {
             "dagster/row_count": result.counts[table],
-            "path": dg.MetadataValue.path(str(result.paths[table])),
+            "path": dg.MetadataValue.path(store.table_uri(asset)),
             "vg_version": result.version,
             "preview": dg.MetadataValue.md(head.to_markdown(index=False) if len(head) else "(empty)"),
         }

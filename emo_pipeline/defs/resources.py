@@ -58,12 +58,23 @@ class DataRoots(dg.ConfigurableResource):
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """Parquet tables plus the DuckDB catalog of views (default: EMO_HOME/warehouse)."""
+    """Parquet tables plus the DuckDB catalog of views (default: EMO_HOME/warehouse).
+
+    `tables` puts the Parquet files in another folder or an object store, as an fsspec URL
+    (`s3://bucket/emo/tables`; `EMO_TABLES`). The store's own settings give endpoint and credentials
+    (for S3 the AWS_* variables, e.g. AWS_ENDPOINT_URL_S3). The catalog stays on local disk under `root`.
+    """
 
     root: str | None = None
+    tables: str | None = None
 
     def get(self) -> Warehouse:
-        return Warehouse(Path(self.root) if self.root else emo_home().warehouse)
+        return Warehouse(Path(self.root) if self.root else emo_home().warehouse, self.tables)
+
+    @classmethod
+    def from_environment(cls) -> "WarehouseResource":
+        """Bind `tables` to EMO_TABLES when it is set (shown as such in the UI)."""
+        return cls(tables=dg.EnvVar("EMO_TABLES")) if os.environ.get("EMO_TABLES") else cls()
 
 
 class MLflowResource(dg.ConfigurableResource):
