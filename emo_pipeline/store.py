@@ -327,12 +327,18 @@ class Warehouse:
     def connect_read_only(self) -> duckdb.DuckDBPyConnection:
         if not self.catalog_path.is_file():
             raise FileNotFoundError(
-                f"no catalog at {self.catalog_path}: materialize some assets first (e.g. `make demo`)")
+                f"no catalog at {self.catalog_path}: materialize some assets first (e.g. `make demo`), "
+                f"or rebuild it from tables written elsewhere (`emo-pipeline sql --refresh`)")
         con = self._register(self._connect_with_retry(read_only=True))
         # INSTALL / LOAD are refused by `query`; a SELECT naming a URL or format must not do them
         # implicitly either (DuckDB would download an extension). Parquet, JSON and ICU are built in.
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
+        # Queries may read the tables and nothing else (no `read_csv('/etc/passwd')`); once external
+        # access is off, this connection cannot turn it back on.
+        tables = self.tables_location if self.fs is not None else str(self.tables_dir.resolve())
+        con.execute(f"SET allowed_directories = ['{tables.rstrip('/').replace(chr(39), chr(39) * 2)}/']")
+        con.execute("SET enable_external_access = false")
         return con
 
     def query(self, sql: str) -> pd.DataFrame:

@@ -749,9 +749,14 @@ def _snapshot(root: Path) -> dict[str, bytes]:
                      id="delete-after-a-select"),
         pytest.param("SET threads = 1", "read-only: SET statements are refused", id="set"),
         pytest.param("  ;  ", "no SQL statement given", id="empty"),
-        # A query naming a URL would make DuckDB download and load httpfs on its own: it must not.
+        # A query naming a URL would make DuckDB download and load httpfs on its own; one naming a
+        # file outside the tables would read it. Neither may.
         pytest.param("SELECT * FROM read_parquet('https://example.invalid/x.parquet')",
-                     "requires the extension httpfs to be loaded", id="select-that-would-install-httpfs"),
+                     "Cannot access file \"https://example.invalid/x.parquet\" - file system operations are "
+                     "disabled by configuration", id="select-that-would-install-httpfs"),
+        pytest.param("SELECT * FROM read_text('/etc/hostname')",
+                     "Cannot access file \"/etc/hostname\" - file system operations are disabled by configuration",
+                     id="select-outside-the-tables"),
         pytest.param("SELECT * FROM no_such_table", "CatalogException", id="unknown-table"),
     ],
 )

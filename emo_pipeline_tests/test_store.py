@@ -52,6 +52,24 @@ def test_sql_surface_refuses_writes_and_changes_nothing(warehouse: Warehouse, tm
     assert (warehouse.catalog_path.read_bytes(), sorted(p.name for p in tmp_path.rglob("*"))) == before
 
 
+@pytest.mark.parametrize("source", ["read_csv('{outside}')", "read_text('{outside}')",
+                                    "read_parquet('{tables}/../elsewhere.parquet')", "glob('{tables}/../*')"])
+def test_sql_surface_reads_nothing_outside_the_tables(warehouse: Warehouse, tmp_path: Path, source: str):
+    outside = tmp_path / "secret.csv"
+    outside.write_text("token\nhunter2\n")
+    pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "wh" / "elsewhere.parquet")
+    sql = "SELECT * FROM " + source.format(outside=outside, tables=warehouse.tables_dir)
+    with pytest.raises(duckdb.PermissionException, match="disabled by configuration"):
+        warehouse.query(sql)
+    assert warehouse.query("SELECT count(*) AS n FROM scores")["n"][0] == 3
+    con = warehouse.connect_read_only()  # SET is refused by `query`; a Python reader cannot undo it either
+    try:
+        with pytest.raises(duckdb.Error, match="Cannot enable external access"):
+            con.execute("SET enable_external_access = true")
+    finally:
+        con.close()
+
+
 def test_catalog_is_opened_read_only_by_readers(warehouse: Warehouse):
     con = warehouse.connect_read_only()
     try:
