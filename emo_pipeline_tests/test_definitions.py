@@ -120,27 +120,41 @@ def test_dagster_cli_materializes_the_raw_group(world: Path, tmp_path: Path):
 
 
 def test_torch_steps_ask_for_the_gpu_locally_and_on_kubernetes():
-    """Every step that builds a pytorch asset is queued as a GPU step, and asks dagster-k8s for one GPU."""
-    torch_steps = {a.node_def.name: a.op.tags for a in defs.assets
-                   if isinstance(a, dg.AssetsDefinition) and any("pytorch" in s.kinds for s in a.specs)}
-    assert {"small_cnn", "esm_model", "object_detector", "vg_emotion_predictions", "objects_emotion_fc_b"} <= set(
-        torch_steps)
-    for name, tags in torch_steps.items():
-        assert tags.get("emo/device") == "gpu", name
-        limits = json.loads(tags["dagster-k8s/config"])["container_config"]["resources"]["limits"]
-        assert limits == {"nvidia.com/gpu": "1"}, name
+    """Every step that builds a pytorch asset is queued as a GPU step, and the pod dagster-k8s builds for
+    a GPU step (from its tags, with dagster-k8s's own functions) asks for one GPU; other pods do not."""
+    from dagster_k8s.job import DagsterK8sJobConfig, construct_dagster_k8s_job, get_user_defined_k8s_config
+
+    job_config = DagsterK8sJobConfig(job_image="emo-pipeline:test", dagster_home="/opt/dagster/home")
+
+    def pod_limits(name: str, tags: dict) -> dict | None:
+        job = construct_dagster_k8s_job(job_config, ["dagster", "api", "execute_step"], f"{name}-step",
+                                        get_user_defined_k8s_config(tags))
+        return job.spec.template.spec.containers[0].resources.limits
+
+    steps = {a.node_def.name: (a.op.tags, any("pytorch" in s.kinds for s in a.specs))
+             for a in defs.assets if isinstance(a, dg.AssetsDefinition)}
+    torch_steps = {name for name, (_, torch_step) in steps.items() if torch_step}
+    assert {"small_cnn", "esm_model", "object_detector", "vg_emotion_predictions", "objects_emotion_fc_b"} <= torch_steps
+    for name, (tags, torch_step) in steps.items():
+        gpu_step = tags.get("emo/device") == "gpu"
+        assert gpu_step or not torch_step, name
+        assert pod_limits(name, tags) == ({"nvidia.com/gpu": "1"} if gpu_step else None), name
 
 
-def test_the_executor_is_switched_by_configuration_alone():
+def test_the_executor_is_switched_by_configuration_alone(monkeypatch: pytest.MonkeyPatch):
     from emo_pipeline.definitions import choose_executor
 
     assert choose_executor("multiprocess").name == "multiprocess"
+    assert choose_executor("k8s").name == "k8s"
     with pytest.raises(ValueError, match="EMO_EXECUTOR='threads': choose one of multiprocess, k8s"):
         choose_executor("threads")
-    try:
-        import dagster_k8s  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match="EMO_EXECUTOR=k8s needs the dagster-k8s package"):
-            choose_executor("k8s")
-    else:
-        assert choose_executor("k8s").name == "k8s"
+    monkeypatch.setitem(sys.modules, "dagster_k8s", None)  # a code location image without the package
+    with pytest.raises(ImportError, match="EMO_EXECUTOR=k8s needs the dagster-k8s package"):
+        choose_executor("k8s")
+    # The variable alone moves every job of the code location.
+    shown = subprocess.run(
+        [sys.executable, "-c", "from emo_pipeline.definitions import defs; "
+         "print(sorted({j.executor_def.name for j in defs.resolve_all_job_defs()}))"],
+        env={**os.environ, "EMO_EXECUTOR": "k8s"}, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.split("\n")[-2] == "['k8s']"
