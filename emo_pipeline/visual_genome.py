@@ -53,7 +53,8 @@ Decisions
 - Attributes: one row per object-attribute pair; `name` is the object's canonical name as above.
 - Images: the folder (`VG_100K` or `VG_100K_2`) is known only from the url; `image_path` is
   `<folder>/<file name in the url>`, relative to the data set root. A later record repeating an
-  image_id is rejected. Records of any file whose image_id is not a valid image of image_data.json are
+  image_id is rejected, in image_data.json and in the other files alike (the first valid record of an
+  image is kept). Records of any file whose image_id is not a valid image of image_data.json are
   rejected, one rejection per record.
 - Version: "1.4" when any object of objects.json carries `merged_object_ids` (added in v1.4),
   "1.2" otherwise.
@@ -421,8 +422,12 @@ def _stream(con: duckdb.DuckDBPyConnection, table: str, fields: _Fields, path: P
     query = _QUERIES[table](fields, _source_sql(fields, table, path, fmt))
     schema = _arrow_schema(table)
     result = _FileResult()
+    claimed: dict[int, int] = {}  # image_id -> position of its first record (image_data.json checks in SQL)
     with pq.ParquetWriter(out, schema, **_PARQUET_OPTIONS) as writer:
         for batch in _batches(con, query):
+            result.records = max(result.records, pc.max(batch.column("pos")).as_py() or 0)
+            if table != "images":
+                batch = _drop_repeated_records(batch, claimed, name, result.rejected)
             good = pa.Table.from_batches([batch])
             if batch.column("problem").null_count < batch.num_rows:  # some rows to leave out
                 keep = pc.is_null(batch.column("problem"))
@@ -434,12 +439,31 @@ def _stream(con: duckdb.DuckDBPyConnection, table: str, fields: _Fields, path: P
             good = good.select(schema.names).cast(schema)
             writer.write_table(good)
             result.rows += good.num_rows
-            result.records = max(result.records, pc.max(batch.column("pos")).as_py() or 0)
             first_rows = pc.and_(pc.equal(batch.column("idx"), 0), batch.column("list_present"))
             result.records_with_list += pc.sum(first_rows.cast(pa.int64())).as_py() or 0
             if table == "objects":
                 result.merged = result.merged or bool(pc.any(batch.column("merged")).as_py())
     return result
+
+
+def _drop_repeated_records(batch: pa.RecordBatch, claimed: dict[int, int], name: str,
+                           rejected: list[Rejection]) -> pa.RecordBatch:
+    """Leave out the records that repeat an earlier record's image_id (one rejection each, naming the
+    first); the first valid record of an image (some row kept, or an empty list) claims it."""
+    problem = batch.column("problem")
+    valid = pc.or_(pc.is_null(problem), pc.equal(pc.fill_null(problem, -1), 0))
+    records = (pa.table({"pos": batch.column("pos"), "image_id": batch.column("image_id")}).filter(valid)
+               .group_by(["pos", "image_id"], use_threads=False).aggregate([]))
+    repeated = []
+    for pos, image_id in sorted(zip(records["pos"].to_pylist(), records["image_id"].to_pylist())):
+        first = claimed.setdefault(image_id, pos)
+        if first != pos:
+            repeated.append(pos)
+            rejected.append(Rejection(name, pos, "image_id",
+                                      f"duplicate image_id {image_id} (first at record {first})"))
+    if not repeated:
+        return batch
+    return batch.filter(pc.invert(pc.is_in(batch.column("pos"), pa.array(repeated, batch.column("pos").type))))
 
 
 def _batches(con: duckdb.DuckDBPyConnection, query: str) -> Iterator[pa.RecordBatch]:

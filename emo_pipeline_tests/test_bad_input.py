@@ -542,6 +542,10 @@ def _duplicate_image(records: Records) -> None:
     records["image_data.json"].append(dict(records["image_data.json"][1]))
 
 
+def _duplicate_record(name: str) -> Callable[[Records], None]:
+    return lambda records: records[name].append(json.loads(json.dumps(records[name][1])))
+
+
 def _escaping_url(records: Records) -> None:
     records["image_data.json"][1]["url"] = "https://cs.stanford.edu/VG_100K/../../../etc/passwd"
 
@@ -566,6 +570,12 @@ def _objects_without(*positions: int) -> Callable[[Records], int]:
                      id="box-with-negative-width"),
         pytest.param(_duplicate_image, ("image_data.json", 6, "image_id", "duplicate image_id 2 (first at record 2)"),
                      5, _objects_without(), None, id="duplicate-image-id"),
+        pytest.param(_duplicate_record("objects.json"),
+                     ("objects.json", 6, "image_id", "duplicate image_id 2 (first at record 2)"),
+                     5, _objects_without(6), None, id="duplicate-objects-record"),
+        pytest.param(_duplicate_record("relationships.json"),
+                     ("relationships.json", 6, "image_id", "duplicate image_id 2 (first at record 2)"),
+                     5, _objects_without(), None, id="duplicate-relationships-record"),
         pytest.param(_escaping_url, ("image_data.json", 2, "url", "names neither VG_100K/ nor VG_100K_2/: https://"),
                      4, _objects_without(2), 2, id="url-escaping-the-root"),
     ],
