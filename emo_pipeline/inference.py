@@ -27,6 +27,26 @@ from emo_pipeline.image_data import load_rgb, normalise
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
+def unreadable_reason(path: str | Path) -> str:
+    """Why `path` cannot be decoded, in a few words (for the files `ImageFiles` marked unreadable)."""
+    path = Path(path)
+    if not path.exists():
+        return "no such file"
+    if path.is_dir():
+        return "a folder, not a file"
+    if path.stat().st_size == 0:
+        return "empty file (0 bytes)"
+    try:
+        load_rgb(path, 8)
+    except Image.DecompressionBombError as error:
+        return f"too many pixels to decode safely ({error})"
+    except Image.UnidentifiedImageError:
+        return "not in an image format PIL reads"
+    except _DECODE_ERRORS as error:
+        return f"damaged image ({type(error).__name__}: {error})"
+    return "could not be read when predicted (it reads now: was it being written?)"
+
+
 class ImageFiles(Dataset):
     """Items are (uint8 (S, S, 3) image, readable flag); an unreadable file gives zeros and False."""
 

@@ -19,7 +19,7 @@ import torch
 from torch.nn import functional as F
 
 from emo_pipeline.emotions import EMOTIONS, PROB_COLUMNS
-from emo_pipeline.inference import forward_batches, image_loader, prepare
+from emo_pipeline.inference import forward_batches, image_loader, prepare, unreadable_reason
 from emo_pipeline.metrics import clip_distribution
 from emo_pipeline.model_store import ModelCard, available_models, load_card, load_sklearn_model, load_torch_model
 from emo_pipeline.store import Warehouse
@@ -127,8 +127,7 @@ def predict_images(paths: Sequence[str | Path], model: str, models_dir: Path,
     """The 7-way distribution of each readable image under `model` (a card name in `models_dir`)."""
     names = [str(p) for p in paths]
     distributions, readable = card_distributions(load_card(models_dir, model), models_dir, names, options)
-    failed = {p: "not a readable image (missing, damaged or not an image format)"
-              for p, ok in zip(names, readable) if not ok}
+    failed = {p: unreadable_reason(p) for p, ok in zip(names, readable) if not ok}
     return Prediction(model=model, paths=[p for p, ok in zip(names, readable) if ok],
                       distributions=distributions[readable], failed=failed)
 

@@ -685,10 +685,12 @@ def test_predict_names_each_unreadable_file_and_predicts_the_others(tmp_path: Pa
     rows = json.loads(out)
     assert [row["image"] for row in rows] == readable
     assert all(abs(sum(row["distribution"].values()) - 1) < 1e-5 for row in rows)
-    skipped = [str(tmp_path / n) for n in order if n not in good]
-    assert err.strip().splitlines() == [
-        f"emo-pipeline predict: skipped {path}: not a readable image (missing, damaged or not an image format)"
-        for path in skipped]
+    reasons = {"zero.jpg": "empty file (0 bytes)", "a_folder": "a folder, not a file", "missing.jpg": "no such file",
+               "text.jpg": "not in an image format PIL reads", "bomb.jpg": "too many pixels to decode safely (Image"}
+    lines = err.strip().splitlines()
+    assert len(lines) == len(reasons)
+    for line, name in zip(lines, [n for n in order if n not in good]):
+        assert line.startswith(f"emo-pipeline predict: skipped {tmp_path / name}: {reasons[name]}"), line
 
 
 def test_predict_with_no_readable_file_or_no_model(tmp_path: Path, small_model: Path, capsys) -> None:
