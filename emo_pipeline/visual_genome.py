@@ -22,7 +22,9 @@ most three readers, the first that succeeds wins:
 3. salvage: if the file is not valid JSON at all (truncated, damaged), a small incremental scanner
    (`json.JSONDecoder.raw_decode` over buffered chunks) copies every complete record before the damage
    to a newline-delimited temporary file, which then goes through the lenient reader; one rejection
-   names the record position where the file broke ("truncated JSON" / "invalid JSON").
+   names the record position where the file broke ("truncated JSON" / "invalid JSON"). Bytes that
+   are not UTF-8 are read as U+FFFD: such a record is kept, and named with the JSON path of the
+   first string holding them.
 
 Every problem with a single record becomes a `Rejection(file, line, field, reason)`: `line` is the
 1-based position of the record in the file's top-level array (the line number for alias files),
@@ -398,11 +400,12 @@ def _read_file(con: duckdb.DuckDBPyConnection, table: str, path: Path, out: Path
         except duckdb.InvalidInputException:
             pass  # not valid JSON either: salvage below
     lines = work / f"salvaged_{table}.ndjson"
-    damage = _salvage_json_array(path, lines, path.name)
-    if damage is None:  # the scanner read it all: DuckDB stumbled on something else, say so
+    replaced: list[Rejection] = []
+    damage = _salvage_json_array(path, lines, path.name, replaced)
+    if damage is None and not replaced:  # the scanner read it all: DuckDB stumbled on something else, say so
         damage = Rejection(path.name, None, "(file)", f"read with the fallback parser: {_first_line(first_error)}")
     result = _stream(con, table, _Fields(typed=False), lines, "newline_delimited", out, name=path.name)
-    result.rejected.append(damage)
+    result.rejected.extend(replaced + ([damage] if damage else []))
     return result
 
 
@@ -500,11 +503,24 @@ def _top_level_shape(path: Path) -> str | None:
     return "text that is not JSON"
 
 
-def _salvage_json_array(path: Path, out: Path, name: str) -> Rejection | None:
+def _replaced_text(value: object, at: str = "") -> tuple[str, str] | None:
+    """(JSON path, string) of the first string in `value` holding U+FFFD, the mark of bytes not UTF-8."""
+    if isinstance(value, str):
+        return (at or "(record)", value) if "\ufffd" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _replaced_text(item, f"{at}[{key}]" if isinstance(key, int) else f"{at}.{key}" if at else key)
+        if found:
+            return found
+    return None
+
+
+def _salvage_json_array(path: Path, out: Path, name: str, replaced: list[Rejection]) -> Rejection | None:
     """Copy each complete record of a JSON array to one line of `out`; stop where the file is damaged.
 
     Memory holds one chunk plus the record being decoded. Returns the rejection describing the damage,
-    or None when the whole array read cleanly.
+    or None when the whole array read cleanly. Records holding bytes that are not UTF-8 are kept, with
+    U+FFFD in their place, and named in `replaced`.
     """
     decoder = json.JSONDecoder()
     kept = 0
@@ -565,6 +581,9 @@ def _salvage_json_array(path: Path, out: Path, name: str) -> Rejection | None:
                     if incomplete and eof:
                         return broken("truncated JSON: the file ends inside this record")
                     return broken(f"invalid JSON: {error.msg}")
+            if buf.find("\ufffd", i, end) >= 0 and (found := _replaced_text(record)):
+                replaced.append(Rejection(name, kept + 1, found[0], f"invalid UTF-8, read as U+FFFD: {found[1]!r}; "
+                                                                     "the record is kept"))
             dst.write(json.dumps(record))
             dst.write("\n")
             kept += 1

@@ -523,9 +523,10 @@ def test_vg_non_utf8_relationships_keeps_every_relationship(world: Path, tmp_pat
     at = raw.index(b'"predicate": "') + len(b'"predicate": "')
     (tmp_path / "VG/relationships.json").write_bytes(raw[:at] + b"\xff\xfe" + raw[at:])
     data = read_visual_genome(tmp_path / "VG")
-    rejection = only_rejection(data.rejected)
-    assert (rejection.file, rejection.field) == ("relationships.json", "(file)")
-    assert "invalid UTF-8" in rejection.reason
+    rejection = only_rejection(data.rejected)  # the record and field are named; the record is kept
+    predicate = records["relationships.json"][0]["relationships"][0]["predicate"]
+    assert (rejection.file, rejection.line, rejection.field) == ("relationships.json", 1, "relationships[0].predicate")
+    assert rejection.reason == f"invalid UTF-8, read as U+FFFD: {chr(0xFFFD) * 2 + predicate!r}; the record is kept"
     assert len(data.relationships) == count(records, "relationships.json", "relationships")
     assert len(data.objects) == count(records, "objects.json", "objects")
 
