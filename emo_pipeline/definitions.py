@@ -81,7 +81,7 @@ defs = dg.Definitions(
     resources={
         "data_roots": DataRoots.from_environment(),
         "warehouse": WarehouseResource.from_environment(),
-        "mlflow": MLflowResource(),
+        "mlflow": MLflowResource.from_environment(),
         "torch_device": TorchDeviceResource(),
         "word_vectors": WordVectorsResource(),
     },

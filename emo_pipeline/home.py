@@ -4,7 +4,7 @@
       dagster/      DAGSTER_HOME: the instance (run history, schedules) with the project's dagster.yaml
       warehouse/    Parquet tables (source of truth) and catalog.duckdb (views over them); `EMO_TABLES`
                     moves the tables to another folder or an object-store URL (`s3://bucket/emo/tables`)
-      mlflow/       mlflow.db (tracking store) and artifacts/
+      mlflow/       mlflow.db (tracking store) and artifacts/ (or `EMO_MLFLOW_ARTIFACTS`, an object store)
       synthetic/    the embedded synthetic world (Emotion6/, EmotionROI/, VG/)
       word_vectors/ GloVe as gensim KeyedVectors (memory-mapped)
       ultralytics/  YOLO_CONFIG_DIR: its settings and font, kept out of the user's home

@@ -1,7 +1,9 @@
 """MLflow tracking under EMO_HOME: a sqlite store and an artifact folder, no server needed.
 
 MLflow 3 refuses the plain `file:` store, and an experiment created without an artifact location
-would drop artifacts into the working directory, so both are set explicitly here.
+would drop artifacts into the working directory, so both are set explicitly here. The artifacts
+(models included) can go to an object store instead (`artifact_root`, e.g. `s3://bucket/mlflow`):
+MLflow writes and reads them there itself.
 """
 
 from __future__ import annotations
@@ -15,26 +17,33 @@ def tracking_uri(mlflow_dir: Path) -> str:
     return f"sqlite:///{Path(mlflow_dir).resolve() / 'mlflow.db'}"
 
 
-def ensure_experiment(mlflow_dir: Path, name: str) -> str:
-    """Create the experiment (artifacts under `mlflow_dir/artifacts/<name>`) if needed; return its id."""
+def ensure_experiment(mlflow_dir: Path, name: str, artifact_root: str | None = None) -> str:
+    """Create the experiment if needed and return its id. Its artifacts go to `<artifact_root>/<name>`,
+    by default `mlflow_dir/artifacts/<name>`; an experiment keeps the location it was created with, so
+    one that already lives elsewhere is an error rather than a silent mix."""
     from mlflow.tracking import MlflowClient
 
     mlflow_dir = Path(mlflow_dir).resolve()
     mlflow_dir.mkdir(parents=True, exist_ok=True)
+    location = f"{artifact_root.rstrip('/')}/{name}" if artifact_root else (mlflow_dir / "artifacts" / name).as_uri()
     client = MlflowClient(tracking_uri=tracking_uri(mlflow_dir))
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=(mlflow_dir / "artifacts" / name).as_uri())
+    if experiment is None:
+        return client.create_experiment(name, artifact_location=location)
+    if artifact_root and experiment.artifact_location != location:
+        raise ValueError(f"MLflow experiment {name!r} keeps its artifacts at {experiment.artifact_location}, "
+                         f"not {location}: name another experiment for the new location")
+    return experiment.experiment_id
 
 
 @contextlib.contextmanager
-def mlflow_run(mlflow_dir: Path, experiment: str, run_name: str, tags: Mapping[str, str]) -> Iterator[object]:
+def mlflow_run(mlflow_dir: Path, experiment: str, run_name: str, tags: Mapping[str, str],
+               artifact_root: str | None = None) -> Iterator[object]:
     """An active MLflow run in the project's store, tagged (e.g. with the Dagster run id and asset key)."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri(mlflow_dir))
-    experiment_id = ensure_experiment(mlflow_dir, experiment)
+    experiment_id = ensure_experiment(mlflow_dir, experiment, artifact_root)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags)) as run:
         yield run
 

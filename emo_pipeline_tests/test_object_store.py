@@ -19,7 +19,7 @@ import s3fs
 from moto.server import ThreadedMotoServer
 
 from emo_pipeline.definitions import defs
-from emo_pipeline.defs.resources import DataRoots, WarehouseResource
+from emo_pipeline.defs.resources import DataRoots, MLflowResource, WarehouseResource
 from emo_pipeline.store import Warehouse
 from emo_pipeline_tests.conftest import environ
 from emo_pipeline_tests.planted_datasets import write_planted_datasets
@@ -169,3 +169,34 @@ def test_an_unreachable_store_is_a_one_line_error(tmp_path: Path):
     assert shown.stderr.startswith("emo-pipeline sql: cannot list the tables at s3://emo/tables: "
                                    "EndpointConnectionError"), shown.stderr
     assert len(shown.stderr.splitlines()) == 1
+
+
+def test_mlflow_artifacts_and_registered_models_live_in_s3(s3: dict[str, str], tmp_path: Path):
+    """A model logged by an asset through the mlflow resource, with EMO_MLFLOW_ARTIFACTS set, is stored
+    in the bucket and loads back from the registry with the same outputs."""
+    import mlflow.pytorch
+    import torch
+
+    from emo_pipeline.tracking import ensure_experiment, log_torch_model, tracking_uri
+
+    root = f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}/mlflow"
+    torch.manual_seed(0)
+    model, x = torch.nn.Linear(4, 7).eval(), torch.randn(3, 4)
+
+    @dg.asset
+    def tiny_model(context, mlflow: MLflowResource) -> None:
+        with mlflow.start_run(context):
+            log_torch_model(model, x.numpy(), "tiny_model", {"data_fingerprint": "test"})
+
+    with environ(EMO_MLFLOW_ARTIFACTS=root, EMO_HOME=str(tmp_path)):
+        assert dg.materialize([tiny_model], resources={"mlflow": MLflowResource.from_environment()}).success
+    assert any(key.endswith("/MLmodel") for key in bucket_listing(root))
+    assert not (tmp_path / "mlflow" / "artifacts").exists()
+
+    mlflow.set_tracking_uri(tracking_uri(tmp_path / "mlflow"))
+    loaded = mlflow.pytorch.load_model("models:/tiny_model/1")
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x), model(x))
+    # The experiment stays where it was made: moving it silently would split its runs.
+    with pytest.raises(ValueError, match=f"keeps its artifacts at {root}/emo_pipeline"):
+        ensure_experiment(tmp_path / "mlflow", "emo_pipeline", f"s3://{BUCKET}/elsewhere")

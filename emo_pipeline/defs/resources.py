@@ -78,10 +78,20 @@ class WarehouseResource(dg.ConfigurableResource):
 
 
 class MLflowResource(dg.ConfigurableResource):
-    """MLflow tracking in a sqlite store under EMO_HOME, runs tagged with their Dagster lineage."""
+    """MLflow tracking in a sqlite store under EMO_HOME, runs tagged with their Dagster lineage.
+
+    `artifacts` puts the run artifacts and registered models in an object store (`s3://bucket/mlflow`;
+    `EMO_MLFLOW_ARTIFACTS`), written by MLflow itself (for S3 through boto3, with the AWS_* variables).
+    """
 
     root: str | None = None
     experiment: str = "emo_pipeline"
+    artifacts: str | None = None
+
+    @classmethod
+    def from_environment(cls) -> "MLflowResource":
+        """Bind `artifacts` to EMO_MLFLOW_ARTIFACTS when it is set."""
+        return cls(artifacts=dg.EnvVar("EMO_MLFLOW_ARTIFACTS")) if os.environ.get("EMO_MLFLOW_ARTIFACTS") else cls()
 
     def directory(self) -> Path:
         return Path(self.root) if self.root else emo_home().mlflow
@@ -92,7 +102,7 @@ class MLflowResource(dg.ConfigurableResource):
         asset_key = (", ".join(sorted(k.to_user_string() for k in context.selected_asset_keys))
                      if context.has_assets_def else context.op.name)
         tags = {"dagster.run_id": context.run.run_id, "dagster.asset_key": asset_key}
-        with mlflow_run(self.directory(), self.experiment, run_name or asset_key, tags) as run:
+        with mlflow_run(self.directory(), self.experiment, run_name or asset_key, tags, self.artifacts) as run:
             yield run
 
     @staticmethod
