@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 from emo_pipeline.rejection import DatasetReport, NotADatasetError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from emo_pipeline.store import Warehouse
 
 
@@ -96,12 +98,10 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from emo_pipeline.home import emo_home
     from emo_pipeline.model_store import ModelNotFound
     from emo_pipeline.predict import default_model, predict_images, validation_scores
 
-    home = emo_home()
-    models_dir = Path(args.models) if args.models else home.models
+    models_dir = models_folder(args)
     try:
         model = args.model or default_model(models_dir, validation_scores(open_warehouse(args)))
         prediction = predict_images(args.images, model, models_dir)
@@ -127,7 +127,7 @@ def add_emotion_flags(parser: argparse.ArgumentParser) -> None:
         group.add_argument(f"--{emotion}", type=float, metavar="W")
 
 
-def distribution_from_args(args: argparse.Namespace, extras: Sequence[str]):
+def distribution_from_args(args: argparse.Namespace, extras: Sequence[str]) -> np.ndarray:
     """The normalised 7-way distribution of the emotion flags; ValueError names a bad flag or weight."""
     from emo_pipeline.emotion_objects import distribution_vector
     from emo_pipeline.emotions import EMOTIONS
@@ -145,20 +145,29 @@ def distribution_from_args(args: argparse.Namespace, extras: Sequence[str]):
     return distribution_vector(weights)
 
 
+def emotion_request(args: argparse.Namespace) -> np.ndarray:
+    """The target distribution of the emotion flags, and -k checked (the `objects` and `scene` commands)."""
+    distribution = distribution_from_args(args, args.extras)
+    if args.k < 1:
+        raise ValueError(f"-k must be at least 1, got {args.k}")
+    return distribution
+
+
+def models_folder(args: argparse.Namespace) -> Path:
+    from emo_pipeline.home import emo_home
+
+    return Path(args.models) if args.models else emo_home().models
+
+
 def cmd_objects(args: argparse.Namespace) -> int:
     from emo_pipeline.emotion_objects import rank_with_mlp, rank_with_scores
     from emo_pipeline.emotions import EMOTIONS
-    from emo_pipeline.home import emo_home
     from emo_pipeline.model_store import ModelNotFound
 
-    home = emo_home()
     try:
-        distribution = distribution_from_args(args, args.extras)
-        if args.k < 1:
-            raise ValueError(f"-k must be at least 1, got {args.k}")
+        distribution = emotion_request(args)
         if args.model == "mlp":
-            ranked = rank_with_mlp(Path(args.models) if args.models else home.models, distribution, args.k,
-                                   args.dataset)
+            ranked = rank_with_mlp(models_folder(args), distribution, args.k, args.dataset)
         else:
             ranked = rank_with_scores(open_warehouse(args), distribution, args.k, args.dataset)
     except (ModelNotFound, OSError, ValueError) as exc:
@@ -183,17 +192,14 @@ def cmd_scene(args: argparse.Namespace) -> int:
     from emo_pipeline.scene import ComposerConfig, compose_scene, load_statistics, write_scene
     from emo_pipeline.word_vectors import load_glove
 
-    home = emo_home()
     try:
-        distribution = distribution_from_args(args, args.extras)
-        if args.k < 1:
-            raise ValueError(f"-k must be at least 1, got {args.k}")
+        distribution = emotion_request(args)
         try:
             stats = load_statistics(open_warehouse(args), "b")
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"{exc}; materialize the `objects` and `scenes` groups first") from exc
-        model, _ = load_torch_model(Path(args.models) if args.models else home.models, "objects_emotion_fc_b")
-        critic = object_critic(model, "fc", load_glove(home.word_vectors))
+        model, _ = load_torch_model(models_folder(args), "objects_emotion_fc_b")
+        critic = object_critic(model, "fc", load_glove(emo_home().word_vectors))
         scene = compose_scene(stats, distribution, ComposerConfig(k=args.k), args.seed, critic)
         paths = write_scene(scene, stats, Path(args.out), args.name)
     except (ModelNotFound, OSError, ValueError) as exc:

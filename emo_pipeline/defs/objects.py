@@ -279,14 +279,14 @@ def emotion_objects_mlp_asset(dataset: str) -> dg.AssetsDefinition:
         base = dataclasses.replace(emotion_objects_mlp_config(), **overrides)
         device = torch_device.torch_device()
         train_scores = _train_scores(store, dataset, split)
+        fingerprint = _fingerprint(inputs, split)
         history, validation, fitted_models = [], {}, {}
         with mlflow.start_run(context, run_name=name) as run:
             mlflow_api.log_params({**dataclasses.asdict(base), "dataset": dataset, "split_seed": config.split_seed,
                                    "normalisations": ",".join(config.normalisations), "profile": active_profile()})
             for normalisation in config.normalisations:
                 settings = dataclasses.replace(base, normalisation=normalisation)
-                checkpoints = checkpoint_dir(mlp_model_name(dataset, normalisation), settings,
-                                             _fingerprint(inputs, split))
+                checkpoints = checkpoint_dir(mlp_model_name(dataset, normalisation), settings, fingerprint)
                 fitted = fit_emotion_object_mlp(inputs, objects, split, settings, checkpoints, device=device,
                                                 log=context.log.info)
                 shutil.rmtree(checkpoints.parent, ignore_errors=True)
@@ -306,7 +306,7 @@ def emotion_objects_mlp_asset(dataset: str) -> dg.AssetsDefinition:
             best = fitted_models[chosen]
             info = log_torch_model(best.model, np.zeros((2, len(EMOTIONS)), dtype=np.float32),
                                    registered_model_name=name,
-                                   version_tags=mlflow.version_tags(context, name, _fingerprint(inputs, split)))
+                                   version_tags=mlflow.version_tags(context, name, fingerprint))
             mlflow_api.log_param("chosen_normalisation", chosen)
 
         for normalisation, fitted in fitted_models.items():

@@ -25,6 +25,12 @@ DATA_ROOT_ENV = {
 SYNTHETIC_FOLDERS = {"emotion6_dir": "Emotion6", "emotionroi_dir": "EmotionROI", "vg_dir": "VG"}
 
 
+def bound_to_environment(fields: dict[str, str]) -> dict[str, dg.EnvVar]:
+    """Resource fields bound to their environment variables, for those that are set; the UI then shows
+    the variable rather than its value, and a run reads it when it starts."""
+    return {field: dg.EnvVar(env) for field, env in fields.items() if os.environ.get(env)}
+
+
 class DataRoots(dg.ConfigurableResource):
     """Folders of the three source data sets, in their real download layouts."""
 
@@ -54,7 +60,7 @@ class DataRoots(dg.ConfigurableResource):
     @classmethod
     def from_environment(cls) -> "DataRoots":
         """Bind each root to its environment variable when it is set (shown as such in the UI)."""
-        return cls(**{field: dg.EnvVar(env) for field, env in DATA_ROOT_ENV.items() if os.environ.get(env)})
+        return cls(**bound_to_environment(DATA_ROOT_ENV))
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -74,7 +80,7 @@ class WarehouseResource(dg.ConfigurableResource):
     @classmethod
     def from_environment(cls) -> "WarehouseResource":
         """Bind `tables` to EMO_TABLES when it is set (shown as such in the UI)."""
-        return cls(tables=dg.EnvVar("EMO_TABLES")) if os.environ.get("EMO_TABLES") else cls()
+        return cls(**bound_to_environment({"tables": "EMO_TABLES"}))
 
 
 class MLflowResource(dg.ConfigurableResource):
@@ -91,7 +97,7 @@ class MLflowResource(dg.ConfigurableResource):
     @classmethod
     def from_environment(cls) -> "MLflowResource":
         """Bind `artifacts` to EMO_MLFLOW_ARTIFACTS when it is set."""
-        return cls(artifacts=dg.EnvVar("EMO_MLFLOW_ARTIFACTS")) if os.environ.get("EMO_MLFLOW_ARTIFACTS") else cls()
+        return cls(**bound_to_environment({"artifacts": "EMO_MLFLOW_ARTIFACTS"}))
 
     def directory(self) -> Path:
         return Path(self.root) if self.root else emo_home().mlflow
