@@ -336,9 +336,16 @@ class Warehouse:
         con.execute("SET autoload_known_extensions = false")
         # Queries may read the tables and nothing else (no `read_csv('/etc/passwd')`); once external
         # access is off, this connection cannot turn it back on.
-        tables = self.tables_location if self.fs is not None else str(self.tables_dir.resolve())
-        con.execute(f"SET allowed_directories = ['{tables.rstrip('/').replace(chr(39), chr(39) * 2)}/']")
-        con.execute("SET enable_external_access = false")
+        allowed = (self.tables_location if self.fs is not None else str(self.tables_dir.resolve())).rstrip("/") + "/"
+        # Read-only connections to one file within a process share one database, and these settings are
+        # the database's: a connection opened while another is still open finds them already made.
+        if con.execute("SELECT current_setting('enable_external_access')").fetchone()[0]:
+            con.execute(f"SET allowed_directories = ['{allowed.replace(chr(39), chr(39) * 2)}']")
+            con.execute("SET enable_external_access = false")
+        elif allowed not in con.execute("SELECT current_setting('allowed_directories')").fetchone()[0]:
+            con.close()
+            raise RuntimeError(f"{self.catalog_path} is open in this process for tables elsewhere than "
+                               f"{allowed}: close that connection first")
         return con
 
     def query(self, sql: str) -> pd.DataFrame:

@@ -70,6 +70,24 @@ def test_sql_surface_reads_nothing_outside_the_tables(warehouse: Warehouse, tmp_
         con.close()
 
 
+def test_readers_open_at_once_in_one_process_share_the_restriction(warehouse: Warehouse, tmp_path: Path):
+    """Read-only connections to one file in one process share DuckDB's settings: the second one opened
+    while the first is still open answers too, and is as restricted."""
+    first = warehouse.connect_read_only()
+    try:
+        second = warehouse.connect_read_only()
+        try:
+            assert second.execute("SELECT count(*) FROM scores").fetchone()[0] == 3
+            with pytest.raises(duckdb.PermissionException, match="disabled by configuration"):
+                second.execute(f"SELECT * FROM read_text('{tmp_path / 'wh' / 'catalog.lock'}')")
+            assert warehouse.query("SELECT count(*) AS n FROM scores")["n"][0] == 3
+        finally:
+            second.close()
+        assert first.execute("SELECT count(*) FROM scores").fetchone()[0] == 3
+    finally:
+        first.close()
+
+
 def test_catalog_is_opened_read_only_by_readers(warehouse: Warehouse):
     con = warehouse.connect_read_only()
     try:
