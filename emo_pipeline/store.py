@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import re
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -37,6 +38,7 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # Statement types a read-only user query may contain.
 _READ_ONLY_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 _LOCK_RETRY_SECONDS = 30.0
+_READ_ONLY_SETUP = threading.Lock()  # see `Warehouse.connect_read_only`
 # Object stores whose single upload replaces an object atomically; on other remote filesystems a
 # file is uploaded under a temporary name and moved into place.
 _ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"}
@@ -338,14 +340,16 @@ class Warehouse:
         # access is off, this connection cannot turn it back on.
         allowed = (self.tables_location if self.fs is not None else str(self.tables_dir.resolve())).rstrip("/") + "/"
         # Read-only connections to one file within a process share one database, and these settings are
-        # the database's: a connection opened while another is still open finds them already made.
-        if con.execute("SELECT current_setting('enable_external_access')").fetchone()[0]:
-            con.execute(f"SET allowed_directories = ['{allowed.replace(chr(39), chr(39) * 2)}']")
-            con.execute("SET enable_external_access = false")
-        elif allowed not in con.execute("SELECT current_setting('allowed_directories')").fetchone()[0]:
-            con.close()
-            raise RuntimeError(f"{self.catalog_path} is open in this process for tables elsewhere than "
-                               f"{allowed}: close that connection first")
+        # the database's: a connection opened while another is still open finds them already made. The
+        # lock keeps two threads from both finding them unmade.
+        with _READ_ONLY_SETUP:
+            if con.execute("SELECT current_setting('enable_external_access')").fetchone()[0]:
+                con.execute(f"SET allowed_directories = ['{allowed.replace(chr(39), chr(39) * 2)}']")
+                con.execute("SET enable_external_access = false")
+            elif allowed not in con.execute("SELECT current_setting('allowed_directories')").fetchone()[0]:
+                con.close()
+                raise RuntimeError(f"{self.catalog_path} is open in this process for tables elsewhere than "
+                                   f"{allowed}: close that connection first")
         return con
 
     def query(self, sql: str) -> pd.DataFrame:

@@ -88,6 +88,29 @@ def test_readers_open_at_once_in_one_process_share_the_restriction(warehouse: Wa
         first.close()
 
 
+def test_readers_in_many_threads_all_answer(warehouse: Warehouse):
+    """Threads opening read-only connections at the same moment (a reader loop beside a query)."""
+    errors: list[BaseException] = []
+    counts: list[int] = []
+    start = threading.Barrier(8)
+
+    def read() -> None:
+        start.wait()
+        for _ in range(10):
+            try:
+                counts.append(int(warehouse.query("SELECT count(*) AS n FROM scores")["n"][0]))
+            except BaseException as exc:  # noqa: BLE001 - any failure is the finding
+                errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert counts == [3] * 80
+
+
 def test_catalog_is_opened_read_only_by_readers(warehouse: Warehouse):
     con = warehouse.connect_read_only()
     try:
