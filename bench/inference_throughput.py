@@ -5,7 +5,7 @@
 
 Same model, weights (random init, seeded) and image size, in one process:
 
-(a) pipeline: `emo_pipeline.inference` as dataset B uses it: DataLoader worker processes decode and
+(a) pipeline: `emo_pipeline.image_emotion.inference` as dataset B uses it: DataLoader worker processes decode and
     resize, uint8 batches, normalised channels-last on the device, `inference_mode` (bf16 on CUDA);
 (b) ceiling: the forward pass alone on the same images already decoded into memory, channels-last;
 (c) naive: for each file, PIL open + resize, to tensor, the model on one image at a time.
@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from emo_pipeline.home import PROJECT_ROOT
-from emo_pipeline.image_data import load_rgb, normalise
-from emo_pipeline.inference import forward_batches, image_loader, prepare
+from emo_pipeline.core.home import PROJECT_ROOT
+from emo_pipeline.image_emotion.image_data import load_rgb, normalise
+from emo_pipeline.image_emotion.inference import forward_batches, image_loader, prepare
 from emo_pipeline.models import build_model
 
 

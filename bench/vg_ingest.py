@@ -108,7 +108,7 @@ def full_size_input(workdir: Path, source: str) -> Path:
     if source == "synthetic":
         vg = make_synthetic(folder)
     else:
-        from emo_pipeline.home import PROJECT_ROOT
+        from emo_pipeline.core.home import PROJECT_ROOT
 
         shared = Path(os.environ.get("EMO_SHARED_DATASETS", PROJECT_ROOT.parent / "shared" / "datasets"))
         sample = shared / "visual_genome_sample"
@@ -125,7 +125,7 @@ def full_size_input(workdir: Path, source: str) -> Path:
 
 
 def run_duckdb(root: Path, out: Path, threads: int, memory_limit: str) -> dict[str, int]:
-    from emo_pipeline.visual_genome import VG_TABLES, ingest_visual_genome
+    from emo_pipeline.sources.visual_genome import VG_TABLES, ingest_visual_genome
 
     result = ingest_visual_genome(root, {t: out / f"{t}.parquet" for t in VG_TABLES},
                                   threads=threads, memory_limit=memory_limit)
@@ -172,7 +172,7 @@ def run_baseline(root: Path, out: Path) -> dict[str, int]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from emo_pipeline.visual_genome import SCHEMAS
+    from emo_pipeline.sources.visual_genome import SCHEMAS
 
     types = {"BIGINT": pa.int64(), "INTEGER": pa.int32(), "VARCHAR": pa.string(),
              "VARCHAR[]": pa.list_(pa.string()), "BOOLEAN": pa.bool_()}

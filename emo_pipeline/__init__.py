@@ -4,8 +4,8 @@ The package root holds the library (readers, synthetic world, store, ...), which
 dagster; `emo_pipeline.defs` is the Dagster layer built on top of it.
 """
 
-from emo_pipeline.home import emo_home
-from emo_pipeline.offline import apply_offline_switches
+from emo_pipeline.core.home import emo_home
+from emo_pipeline.core.offline import apply_offline_switches
 
 __version__ = "0.1.0"
 

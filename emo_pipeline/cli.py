@@ -10,18 +10,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from emo_pipeline.rejection import DatasetReport, NotADatasetError
+from emo_pipeline.core.rejection import DatasetReport, NotADatasetError
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from emo_pipeline.store import Warehouse
+    from emo_pipeline.storage.warehouse import Warehouse
 
 
 def _inspectors() -> dict[str, Callable[[Path], DatasetReport]]:
-    from emo_pipeline.emotion6 import inspect_emotion6
-    from emo_pipeline.emotionroi import inspect_emotionroi
-    from emo_pipeline.visual_genome import inspect_visual_genome
+    from emo_pipeline.sources.emotion6 import inspect_emotion6
+    from emo_pipeline.sources.emotionroi import inspect_emotionroi
+    from emo_pipeline.sources.visual_genome import inspect_visual_genome
 
     return {"emotion6": inspect_emotion6, "emotionroi": inspect_emotionroi, "vg": inspect_visual_genome}
 
@@ -61,8 +61,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def open_warehouse(args: argparse.Namespace) -> Warehouse:
     """The warehouse named by --warehouse / --tables, else by EMO_HOME / EMO_TABLES."""
-    from emo_pipeline.home import emo_home
-    from emo_pipeline.store import Warehouse
+    from emo_pipeline.core.home import emo_home
+    from emo_pipeline.storage.warehouse import Warehouse
 
     home = emo_home()
     root, tables = getattr(args, "warehouse", None), getattr(args, "tables", None) or home.tables
@@ -75,7 +75,7 @@ def open_warehouse(args: argparse.Namespace) -> Warehouse:
 def cmd_sql(args: argparse.Namespace) -> int:
     import duckdb
 
-    from emo_pipeline.store import ReadOnlyViolation
+    from emo_pipeline.storage.warehouse import ReadOnlyViolation
 
     try:
         warehouse = open_warehouse(args)
@@ -98,8 +98,8 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from emo_pipeline.model_store import ModelNotFound
-    from emo_pipeline.predict import default_model, predict_images, validation_scores
+    from emo_pipeline.storage.model_store import ModelNotFound
+    from emo_pipeline.image_emotion.predict import default_model, predict_images, validation_scores
 
     models_dir = models_folder(args)
     try:
@@ -120,7 +120,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def add_emotion_flags(parser: argparse.ArgumentParser) -> None:
     """--anger ... --neutral: the weights of a target distribution (missing ones are 0)."""
-    from emo_pipeline.emotions import EMOTIONS
+    from emo_pipeline.core.emotions import EMOTIONS
 
     group = parser.add_argument_group("target distribution (missing emotions are 0, the rest renormalised)")
     for emotion in EMOTIONS:
@@ -129,8 +129,8 @@ def add_emotion_flags(parser: argparse.ArgumentParser) -> None:
 
 def distribution_from_args(args: argparse.Namespace, extras: Sequence[str]) -> np.ndarray:
     """The normalised 7-way distribution of the emotion flags; ValueError names a bad flag or weight."""
-    from emo_pipeline.emotion_objects import distribution_vector
-    from emo_pipeline.emotions import EMOTIONS
+    from emo_pipeline.objects.emotion_to_objects import distribution_vector
+    from emo_pipeline.core.emotions import EMOTIONS
 
     weights = {e: getattr(args, e) for e in EMOTIONS if getattr(args, e) is not None}
     takes_value = False
@@ -154,15 +154,15 @@ def emotion_request(args: argparse.Namespace) -> np.ndarray:
 
 
 def models_folder(args: argparse.Namespace) -> Path:
-    from emo_pipeline.home import emo_home
+    from emo_pipeline.core.home import emo_home
 
     return Path(args.models) if args.models else emo_home().models
 
 
 def cmd_objects(args: argparse.Namespace) -> int:
-    from emo_pipeline.emotion_objects import rank_with_mlp, rank_with_scores
-    from emo_pipeline.emotions import EMOTIONS
-    from emo_pipeline.model_store import ModelNotFound
+    from emo_pipeline.objects.emotion_to_objects import rank_with_mlp, rank_with_scores
+    from emo_pipeline.core.emotions import EMOTIONS
+    from emo_pipeline.storage.model_store import ModelNotFound
 
     try:
         distribution = emotion_request(args)
@@ -185,12 +185,12 @@ def cmd_objects(args: argparse.Namespace) -> int:
 
 
 def cmd_scene(args: argparse.Namespace) -> int:
-    from emo_pipeline.emotions import EMOTIONS
-    from emo_pipeline.home import emo_home
-    from emo_pipeline.model_store import ModelNotFound, load_torch_model
-    from emo_pipeline.object_emotion import object_critic
-    from emo_pipeline.scene import ComposerConfig, compose_scene, load_statistics, write_scene
-    from emo_pipeline.word_vectors import load_glove
+    from emo_pipeline.core.emotions import EMOTIONS
+    from emo_pipeline.core.home import emo_home
+    from emo_pipeline.storage.model_store import ModelNotFound, load_torch_model
+    from emo_pipeline.objects.objects_to_emotion import object_critic
+    from emo_pipeline.scenes.composer import ComposerConfig, compose_scene, load_statistics, write_scene
+    from emo_pipeline.objects.word_vectors import load_glove
 
     try:
         distribution = emotion_request(args)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from emo_pipeline.home import PROJECT_ROOT
+from emo_pipeline.core.home import PROJECT_ROOT
 
 
 def shared_datasets() -> Path:
@@ -87,7 +87,7 @@ def objects_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from emo_pipeline.definitions import defs
     from emo_pipeline.defs.resources import MLflowResource, WarehouseResource, WordVectorsResource
     from emo_pipeline.synthetic import write_world
-    from emo_pipeline.word_vectors import load_glove
+    from emo_pipeline.objects.word_vectors import load_glove
     from emo_pipeline_tests.planted_datasets import write_planted_datasets
 
     tmp = tmp_path_factory.mktemp("objects")

@@ -17,8 +17,8 @@ from emo_pipeline.definitions import defs
 from emo_pipeline.defs import automation
 from emo_pipeline.defs.datasets import VG_PREDICTIONS, VG_SHARDS
 from emo_pipeline.defs.resources import DataRoots
-from emo_pipeline.emotion6 import GROUND_TRUTH
-from emo_pipeline.fingerprints import MISSING, fingerprint_folder
+from emo_pipeline.sources.emotion6 import GROUND_TRUTH
+from emo_pipeline.sources.fingerprints import MISSING, fingerprint_folder
 from emo_pipeline.synthetic import write_world
 
 REPO = defs.get_repository_def()

@@ -24,14 +24,14 @@ import pytest
 from PIL import Image
 
 from emo_pipeline.cli import main
-from emo_pipeline.datasets import resolve_image_paths
-from emo_pipeline.emotion6 import GROUND_TRUTH, check_image, read_emotion6
-from emo_pipeline.emotionroi import SPLIT_FILES, read_emotionroi
-from emo_pipeline.emotions import PROB_COLUMNS
-from emo_pipeline.image_data import load_rgb
-from emo_pipeline.rejection import NotADatasetError, Rejection
-from emo_pipeline.store import Warehouse
-from emo_pipeline.visual_genome import read_visual_genome
+from emo_pipeline.datasets.build import resolve_image_paths
+from emo_pipeline.sources.emotion6 import GROUND_TRUTH, check_image, read_emotion6
+from emo_pipeline.sources.emotionroi import SPLIT_FILES, read_emotionroi
+from emo_pipeline.core.emotions import PROB_COLUMNS
+from emo_pipeline.image_emotion.image_data import load_rgb
+from emo_pipeline.core.rejection import NotADatasetError, Rejection
+from emo_pipeline.storage.warehouse import Warehouse
+from emo_pipeline.sources.visual_genome import read_visual_genome
 
 # A file of 100M pixels is over PIL's warning limit (89M) but under its refusal limit (179M): it is a
 # valid picture and the readers take it; PIL's warning about it is expected here.
@@ -658,7 +658,7 @@ def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained small CNN saved with its card: enough to run `predict` end to end."""
     import torch
 
-    from emo_pipeline.model_store import ModelCard, save_torch_model
+    from emo_pipeline.storage.model_store import ModelCard, save_torch_model
     from emo_pipeline.models import build_model
 
     torch.manual_seed(0)

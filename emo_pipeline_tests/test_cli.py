@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from emo_pipeline.store import Warehouse
+from emo_pipeline.storage.warehouse import Warehouse
 
 
 def emo(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

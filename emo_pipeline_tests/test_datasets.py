@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emo_pipeline.datasets import SHARDS, predict_shard, resolve_image_paths, shard_keys
+from emo_pipeline.datasets.build import SHARDS, predict_shard, resolve_image_paths, shard_keys
 from emo_pipeline.definitions import defs
 from emo_pipeline.defs.resources import DataRoots, MLflowResource, WarehouseResource
-from emo_pipeline.emotions import EMOTIONS, PROB_COLUMNS
-from emo_pipeline.home import emo_home
-from emo_pipeline.model_store import card_version, load_card
-from emo_pipeline.store import Warehouse
+from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
+from emo_pipeline.core.home import emo_home
+from emo_pipeline.storage.model_store import card_version, load_card
+from emo_pipeline.storage.warehouse import Warehouse
 from emo_pipeline.synthetic import write_world
 
 FULL_RANGE = {"dagster/asset_partition_range_start": shard_keys()[0],

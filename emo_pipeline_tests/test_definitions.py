@@ -12,7 +12,7 @@ import pytest
 
 from emo_pipeline.defs.resources import DataRoots, WarehouseResource
 from emo_pipeline.definitions import defs
-from emo_pipeline.home import PROJECT_ROOT
+from emo_pipeline.core.home import PROJECT_ROOT
 from emo_pipeline.synthetic import write_world
 
 RAW_ASSETS = {

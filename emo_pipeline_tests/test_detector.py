@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from emo_pipeline import detector
+from emo_pipeline.detection import detector
 from emo_pipeline.definitions import defs
 from emo_pipeline.defs import detection
 from emo_pipeline.defs.resources import DataRoots, MLflowResource, TorchDeviceResource, WarehouseResource
@@ -261,7 +261,7 @@ def test_user_weights_are_loaded_and_nothing_is_trained(runs):
 def test_mlflow_records_the_path_taken_metrics_and_weights(runs):
     from mlflow.tracking import MlflowClient
 
-    from emo_pipeline.tracking import tracking_uri
+    from emo_pipeline.storage.tracking import tracking_uri
 
     client = MlflowClient(tracking_uri=tracking_uri(Path(runs["resources"]["mlflow"].root)))
     for result, trained in ((runs["trained"], True), (runs["reused"], False)):

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from emo_pipeline.emotion6 import HEADER, read_emotion6
-from emo_pipeline.emotions import EMOTIONS, PROB_COLUMNS
-from emo_pipeline.rejection import NotADatasetError
+from emo_pipeline.sources.emotion6 import HEADER, read_emotion6
+from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
+from emo_pipeline.core.rejection import NotADatasetError
 
 
 def test_real_emotion6_loads_every_image(real_emotion6: Path):

@@ -52,7 +52,7 @@ def test_models_are_registered_in_mlflow_with_their_lineage(materialized):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from emo_pipeline.tracking import tracking_uri
+    from emo_pipeline.storage.tracking import tracking_uri
 
     result, resources = materialized
     client = MlflowClient(tracking_uri=tracking_uri(Path(resources["mlflow"].root)))

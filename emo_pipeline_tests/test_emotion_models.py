@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from emo_pipeline import metrics
-from emo_pipeline.emotion_models import (
+from emo_pipeline.core import metrics
+from emo_pipeline.image_emotion.training import (
     EmotionModelConfig,
     builder_options,
     clip_distribution,
@@ -18,11 +18,11 @@ from emo_pipeline.emotion_models import (
     init_output_bias,
     output_layer,
 )
-from emo_pipeline.emotions import EMOTIONS, PROB_COLUMNS
-from emo_pipeline.feature_ridge import FeatureRidgeConfig, fit_feature_ridge, predict_distribution
-from emo_pipeline.model_store import ModelCard, load_sklearn_model, save_sklearn_model
+from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
+from emo_pipeline.image_emotion.feature_ridge import FeatureRidgeConfig, fit_feature_ridge, predict_distribution
+from emo_pipeline.storage.model_store import ModelCard, load_sklearn_model, save_sklearn_model
 from emo_pipeline.models import build_model
-from emo_pipeline.splits import stratified_split
+from emo_pipeline.core.splits import stratified_split
 
 MEAN = np.array([0.05, 0.1, 0.15, 0.3, 0.2, 0.12, 0.08])
 

@@ -14,15 +14,15 @@ import pandas as pd
 import pytest
 import torch
 
-from emo_pipeline import metrics
+from emo_pipeline.core import metrics
 from emo_pipeline.definitions import defs
 from emo_pipeline.defs.resources import DataRoots, MLflowResource, WarehouseResource
-from emo_pipeline.emotion_models import clip_distribution
-from emo_pipeline.emotions import KEYWORDS, PROB_COLUMNS
-from emo_pipeline.esm import MapInput, esm_split, predict_maps
-from emo_pipeline.home import emo_home
-from emo_pipeline.image_data import ImagesWithMaps, MirroredPairs
-from emo_pipeline.model_store import load_torch_model
+from emo_pipeline.image_emotion.training import clip_distribution
+from emo_pipeline.core.emotions import KEYWORDS, PROB_COLUMNS
+from emo_pipeline.image_emotion.esm import MapInput, esm_split, predict_maps
+from emo_pipeline.core.home import emo_home
+from emo_pipeline.image_emotion.image_data import ImagesWithMaps, MirroredPairs
+from emo_pipeline.storage.model_store import load_torch_model
 from emo_pipeline.synthetic import write_world
 
 FCN = "esm_fcn8s_32"
@@ -158,7 +158,7 @@ def test_models_are_registered_in_mlflow(materialized):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from emo_pipeline.tracking import tracking_uri
+    from emo_pipeline.storage.tracking import tracking_uri
 
     fcn_run, resnet_run, resources = materialized
     uri = tracking_uri(Path(resources["mlflow"].root))
@@ -236,7 +236,7 @@ def test_a_narrow_trunk_trains_from_scratch_and_says_why():
 
 def test_predict_command_rebuilds_the_esm_resnet_with_its_fcn(materialized):
     """`emo-pipeline predict --model esm_resnet` runs the FCN first and lands on the table's values."""
-    from emo_pipeline.predict import predict_images
+    from emo_pipeline.image_emotion.predict import predict_images
 
     _, _, resources = materialized
     store = resources["warehouse"].get()

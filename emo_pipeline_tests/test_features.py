@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emo_pipeline.features import (
+from emo_pipeline.image_emotion.features import (
     CIECAM02_ATTRIBUTES,
     CIECAM02_RANGES,
     FeatureConfig,

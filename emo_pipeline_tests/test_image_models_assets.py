@@ -12,11 +12,11 @@ import pytest
 
 from emo_pipeline.defs.resources import DataRoots, MLflowResource, WarehouseResource
 from emo_pipeline.definitions import defs
-from emo_pipeline.emotions import PROB_COLUMNS
-from emo_pipeline.home import emo_home
-from emo_pipeline.model_store import load_card
-from emo_pipeline.predict import predict_images
-from emo_pipeline.store import Warehouse
+from emo_pipeline.core.emotions import PROB_COLUMNS
+from emo_pipeline.core.home import emo_home
+from emo_pipeline.storage.model_store import load_card
+from emo_pipeline.image_emotion.predict import predict_images
+from emo_pipeline.storage.warehouse import Warehouse
 from emo_pipeline.synthetic import write_world
 
 ASSETS = ["emotion6_labels", "emotion6_rejected", "emotion6_split", "emotion6_features",
@@ -76,7 +76,7 @@ def test_the_registered_model_reproduces_the_predictions(materialized):
     import mlflow.sklearn
     from mlflow.tracking import MlflowClient
 
-    from emo_pipeline.tracking import tracking_uri
+    from emo_pipeline.storage.tracking import tracking_uri
 
     result, root = materialized
     uri = tracking_uri(root / "mlflow")
@@ -114,7 +114,7 @@ def test_accuracy_table_has_svm_and_majority_on_val_and_test(materialized):
 def test_feature_ridge_beats_the_floor_and_its_card_reproduces_the_predictions(materialized):
     from mlflow.tracking import MlflowClient
 
-    from emo_pipeline.tracking import tracking_uri
+    from emo_pipeline.storage.tracking import tracking_uri
 
     result, root = materialized
     by_key = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("feature_ridge")}

@@ -6,7 +6,7 @@ from scipy.spatial.distance import chebyshev as scipy_chebyshev
 from scipy.spatial.distance import cosine as scipy_cosine_distance
 from scipy.special import rel_entr
 
-from emo_pipeline import metrics as m
+from emo_pipeline.core import metrics as m
 
 U = np.array([[0.7, 0.1, 0.1, 0.0, 0.1, 0.0, 0.0],
               [0.0, 0.0, 0.2, 0.2, 0.2, 0.2, 0.2]])

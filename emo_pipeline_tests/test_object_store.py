@@ -20,7 +20,7 @@ from moto.server import ThreadedMotoServer
 
 from emo_pipeline.definitions import defs
 from emo_pipeline.defs.resources import DataRoots, MLflowResource, WarehouseResource
-from emo_pipeline.store import Warehouse
+from emo_pipeline.storage.warehouse import Warehouse
 from emo_pipeline_tests.conftest import environ
 from emo_pipeline_tests.planted_datasets import write_planted_datasets
 
@@ -177,7 +177,7 @@ def test_mlflow_artifacts_and_registered_models_live_in_s3(s3: dict[str, str], t
     import mlflow.pytorch
     import torch
 
-    from emo_pipeline.tracking import ensure_experiment, log_torch_model, tracking_uri
+    from emo_pipeline.storage.tracking import ensure_experiment, log_torch_model, tracking_uri
 
     root = f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}/mlflow"
     torch.manual_seed(0)

@@ -16,18 +16,18 @@ from sklearn.metrics import ndcg_score
 
 from emo_pipeline.cli import main
 from emo_pipeline.defs.objects import object_model_name
-from emo_pipeline.emotion_objects import (
+from emo_pipeline.objects.emotion_to_objects import (
     EmotionObjectMLP,
     distribution_vector,
     object_targets,
     ranking_sql,
     score_objects,
 )
-from emo_pipeline.emotions import EMOTIONS, PROB_COLUMNS
-from emo_pipeline.home import emo_home
-from emo_pipeline.model_store import load_torch_model
-from emo_pipeline.object_emotion import image_inputs, predict_with_card
-from emo_pipeline.ranking import ranking_metrics
+from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
+from emo_pipeline.core.home import emo_home
+from emo_pipeline.storage.model_store import load_torch_model
+from emo_pipeline.objects.objects_to_emotion import image_inputs, predict_with_card
+from emo_pipeline.objects.ranking import ranking_metrics
 
 
 # --- The score baseline --------------------------------------------------------------------------------
@@ -120,8 +120,8 @@ def test_the_registered_model_reproduces_the_assets_predictions(objects_run):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from emo_pipeline.object_emotion import mean_vectors
-    from emo_pipeline.tracking import tracking_uri
+    from emo_pipeline.objects.objects_to_emotion import mean_vectors
+    from emo_pipeline.storage.tracking import tracking_uri
 
     name = object_model_name("fc", "b")
     uri = tracking_uri(objects_run["mlflow"])

@@ -30,13 +30,13 @@ import yaml
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from emo_pipeline.datasets import shard_keys
+from emo_pipeline.datasets.build import shard_keys
 from emo_pipeline.definitions import defs
 from emo_pipeline.defs.resources import DataRoots, MLflowResource, WarehouseResource
-from emo_pipeline.home import PROJECT_ROOT
-from emo_pipeline.store import Warehouse
+from emo_pipeline.core.home import PROJECT_ROOT
+from emo_pipeline.storage.warehouse import Warehouse
 from emo_pipeline.synthetic import write_world
-from emo_pipeline.training import TrainConfig, seed_everything, train
+from emo_pipeline.core.train_loop import TrainConfig, seed_everything, train
 from emo_pipeline_tests.conftest import environ, pipeline_env
 
 DAGSTER = Path(sys.executable).with_name("dagster")

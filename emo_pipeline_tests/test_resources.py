@@ -17,7 +17,7 @@ def test_missing_data_root_says_how_to_fix_it(tmp_path: Path):
 def test_mlflow_runs_are_tagged_with_their_dagster_lineage(tmp_path: Path):
     from mlflow.tracking import MlflowClient
 
-    from emo_pipeline.tracking import tracking_uri
+    from emo_pipeline.storage.tracking import tracking_uri
 
     @dg.asset
     def tracked(context: dg.AssetExecutionContext, mlflow: MLflowResource) -> None:

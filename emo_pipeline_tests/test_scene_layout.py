@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emo_pipeline import scene_layout as sl
+from emo_pipeline.scenes import layout as sl
 
 HIGH = (0.1, 0.1, 0.2, 0.2)  # centre y 0.2
 LOW = (0.1, 0.6, 0.2, 0.2)  # centre y 0.7

@@ -12,13 +12,13 @@ from PIL import Image
 from scipy.stats import entropy
 
 from emo_pipeline.cli import main
-from emo_pipeline.emotion_objects import distribution_vector
-from emo_pipeline.emotions import EMOTIONS
-from emo_pipeline.home import emo_home
-from emo_pipeline.model_store import load_torch_model
-from emo_pipeline.object_emotion import object_critic
-from emo_pipeline.scene import ComposerConfig, compose_scene, load_statistics
-from emo_pipeline.scene_layout import relation_holds
+from emo_pipeline.objects.emotion_to_objects import distribution_vector
+from emo_pipeline.core.emotions import EMOTIONS
+from emo_pipeline.core.home import emo_home
+from emo_pipeline.storage.model_store import load_torch_model
+from emo_pipeline.objects.objects_to_emotion import object_critic
+from emo_pipeline.scenes.composer import ComposerConfig, compose_scene, load_statistics
+from emo_pipeline.scenes.layout import relation_holds
 
 
 def test_cooccurrence_pmi_relations_and_boxes_match_the_data(objects_run):

@@ -9,8 +9,8 @@ import duckdb
 import pandas as pd
 import pytest
 
-from emo_pipeline.atomic import atomic_output
-from emo_pipeline.store import ReadOnlyViolation, Warehouse
+from emo_pipeline.core.atomic import atomic_output
+from emo_pipeline.storage.warehouse import ReadOnlyViolation, Warehouse
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emo_pipeline.dominant import accuracy_table, labelled_split, majority_class, majority_predictions
-from emo_pipeline.emotion6 import read_emotion6
-from emo_pipeline.features import FeatureConfig, feature_table
-from emo_pipeline.splits import stratified_split
-from emo_pipeline.svm import SVMConfig, train_dominant_svm, training_table
+from emo_pipeline.image_emotion.dominant import accuracy_table, labelled_split, majority_class, majority_predictions
+from emo_pipeline.sources.emotion6 import read_emotion6
+from emo_pipeline.image_emotion.features import FeatureConfig, feature_table
+from emo_pipeline.core.splits import stratified_split
+from emo_pipeline.image_emotion.svm import SVMConfig, train_dominant_svm, training_table
 from emo_pipeline.synthetic import write_world
 
 CONFIG = FeatureConfig(glcm_size=64, glcm_levels=16, glcm_distances=(1, 2), colour_size=48, colour_bins=10)

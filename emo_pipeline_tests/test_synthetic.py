@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emo_pipeline.emotions import EMOTIONS, KEYWORDS
+from emo_pipeline.core.emotions import EMOTIONS, KEYWORDS
 from emo_pipeline.synthetic import SCALES, WorldSummary, read_planted_vg, write_world
 from emo_pipeline.synthetic.emotion6_writer import HEADER
 from emo_pipeline.synthetic.grammar import OBJECTS, PALETTES
@@ -259,21 +259,21 @@ def test_vg_streams_across_chunks(tmp_path: Path):
 # --- readers -----------------------------------------------------------------------------------------
 
 def test_emotion6_reader_accepts_the_world(world: WorldSummary):
-    from emo_pipeline.emotion6 import inspect_emotion6
+    from emo_pipeline.sources.emotion6 import inspect_emotion6
 
     report = inspect_emotion6(world.emotion6)
     assert report.rejected == [] and report.rows == 240
 
 
 def test_emotionroi_reader_accepts_the_world(world: WorldSummary):
-    from emo_pipeline.emotionroi import inspect_emotionroi
+    from emo_pipeline.sources.emotionroi import inspect_emotionroi
 
     report = inspect_emotionroi(world.emotionroi)
     assert report.rejected == [] and report.rows == 120
 
 
 def test_visual_genome_reader_accepts_the_world(world: WorldSummary):
-    from emo_pipeline.visual_genome import inspect_visual_genome
+    from emo_pipeline.sources.visual_genome import inspect_visual_genome
 
     report = inspect_visual_genome(world.visual_genome)
     assert report.rejected == [] and report.rows == 300

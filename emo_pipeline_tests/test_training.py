@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from emo_pipeline import metrics
-from emo_pipeline.training import CheckpointMismatch, TrainConfig, predict, seed_everything, train
+from emo_pipeline.core import metrics
+from emo_pipeline.core.train_loop import CheckpointMismatch, TrainConfig, predict, seed_everything, train
 
 
 def distribution_data(n: int, seed: int) -> TensorDataset:

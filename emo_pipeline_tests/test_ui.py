@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from emo_pipeline.home import PROJECT_ROOT
+from emo_pipeline.core.home import PROJECT_ROOT
 from emo_pipeline_tests.conftest import pipeline_env
 
 CHROMIUM = Path("/usr/bin/chromium")

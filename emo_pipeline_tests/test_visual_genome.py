@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from emo_pipeline.rejection import NotADatasetError
-from emo_pipeline.visual_genome import (
+from emo_pipeline.core.rejection import NotADatasetError
+from emo_pipeline.sources.visual_genome import (
     SCHEMAS,
     VG_TABLES,
     VisualGenomeData,

@@ -45,7 +45,7 @@ backfills in Dagster 1.13), which is why the chain goes through the automation. 
 by default: turn it on in the UI (Automation, or the job's page).
 
 Data-roots sensor. `data_roots_sensor` looks at the folders of the `data_roots` resource every 60 s
-and computes a fingerprint per data set (`emo_pipeline.fingerprints`: the sorted file list with sizes
+and computes a fingerprint per data set (`emo_pipeline.sources.fingerprints`: the sorted file list with sizes
 and modification times, plus the sha256 of the small ground-truth files: Emotion6's ground_truth.txt,
 EmotionROI's split files, Visual Genome's alias files; Visual Genome's 1.7 GB of JSON is listed but not
 read). The last fingerprints live in the sensor cursor (JSON). The first tick, and the first sighting
@@ -70,10 +70,10 @@ import dagster as dg
 
 from emo_pipeline.defs import datasets, evaluation, objects, raw, scenes
 from emo_pipeline.defs.resources import DataRoots
-from emo_pipeline.emotion6 import GROUND_TRUTH
-from emo_pipeline.emotionroi import SPLIT_FILES
-from emo_pipeline.fingerprints import MISSING, Fingerprint, fingerprint_folder
-from emo_pipeline.visual_genome import OBJECT_ALIAS_FILE, RELATIONSHIP_ALIAS_FILE
+from emo_pipeline.sources.emotion6 import GROUND_TRUTH
+from emo_pipeline.sources.emotionroi import SPLIT_FILES
+from emo_pipeline.sources.fingerprints import MISSING, Fingerprint, fingerprint_folder
+from emo_pipeline.sources.visual_genome import OBJECT_ALIAS_FILE, RELATIONSHIP_ALIAS_FILE
 
 STOPPED_SCHEDULE = dg.DefaultScheduleStatus.STOPPED
 STOPPED_SENSOR = dg.DefaultSensorStatus.STOPPED

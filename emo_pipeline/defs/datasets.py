@@ -14,7 +14,7 @@ import time
 import dagster as dg
 import numpy as np
 
-from emo_pipeline.datasets import (
+from emo_pipeline.datasets.build import (
     DATASET_A_TABLES,
     DATASET_B_TABLES,
     build_dataset_a,
@@ -29,11 +29,11 @@ from emo_pipeline.datasets import (
 from emo_pipeline.defs.emotion_models import GPU_TAGS
 from emo_pipeline.defs.metadata import png_metadata, table_metadata
 from emo_pipeline.defs.resources import DataRoots, TorchDeviceResource, WarehouseResource
-from emo_pipeline.emotions import EMOTIONS, PROB_COLUMNS
-from emo_pipeline.home import emo_home
-from emo_pipeline.model_store import card_version, load_card
-from emo_pipeline.plots import emotion_profile_png
-from emo_pipeline.predict import RunOptions, default_model, validation_scores
+from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
+from emo_pipeline.core.home import emo_home
+from emo_pipeline.storage.model_store import card_version, load_card
+from emo_pipeline.core.plots import emotion_profile_png
+from emo_pipeline.image_emotion.predict import RunOptions, default_model, validation_scores
 
 GROUP = "datasets"
 VG_PREDICTIONS = "vg_emotion_predictions"

@@ -9,7 +9,7 @@
 - `emotion6_detections`: every Emotion6 image through that detector; images without a detection
   keep one row with NULL object, confidence and box.
 
-The work is done by `emo_pipeline.detector`; this module adds storage, metadata, MLflow and lineage.
+The work is done by `emo_pipeline.detection.detector`; this module adds storage, metadata, MLflow and lineage.
 """
 
 import dataclasses
@@ -20,14 +20,14 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from emo_pipeline import detector
-from emo_pipeline.atomic import atomic_output
+from emo_pipeline.detection import detector
+from emo_pipeline.core.atomic import atomic_output
 from emo_pipeline.defs.emotion_models import GPU_TAGS
 from emo_pipeline.defs.metadata import png_metadata, table_metadata
 from emo_pipeline.defs.resources import DataRoots, MLflowResource, TorchDeviceResource, WarehouseResource
-from emo_pipeline.home import emo_home
-from emo_pipeline.plots import class_ap_png, detections_png
-from emo_pipeline.profiles import active_profile
+from emo_pipeline.core.home import emo_home
+from emo_pipeline.core.plots import class_ap_png, detections_png
+from emo_pipeline.core.profiles import active_profile
 
 GROUP = "detection"
 DETECTOR = "object_detector"

@@ -16,16 +16,16 @@ import dagster as dg
 import pandas as pd
 import torch
 
-from emo_pipeline import metrics
+from emo_pipeline.core import metrics
 from emo_pipeline.defs.metadata import png_metadata, table_metadata
 from emo_pipeline.defs.resources import MLflowResource, TorchDeviceResource, WarehouseResource
-from emo_pipeline.emotion_models import fit_emotion_model
-from emo_pipeline.emotions import PROB_COLUMNS
-from emo_pipeline.home import emo_home
-from emo_pipeline.model_store import ModelCard, save_torch_model
-from emo_pipeline.plots import distribution_bars_png, training_curve_png
-from emo_pipeline.profiles import EMOTION_MODELS, active_profile, emotion_model_config
-from emo_pipeline.tracking import log_torch_model
+from emo_pipeline.image_emotion.training import fit_emotion_model
+from emo_pipeline.core.emotions import PROB_COLUMNS
+from emo_pipeline.core.home import emo_home
+from emo_pipeline.storage.model_store import ModelCard, save_torch_model
+from emo_pipeline.core.plots import distribution_bars_png, training_curve_png
+from emo_pipeline.core.profiles import EMOTION_MODELS, active_profile, emotion_model_config
+from emo_pipeline.storage.tracking import log_torch_model
 
 GROUP = "image_models"
 # Steps that train or run torch models: `emo/device` queues them one at a time (dagster.yaml and the

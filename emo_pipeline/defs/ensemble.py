@@ -1,7 +1,7 @@
 """Group `image_models`: the ensemble, an equal-weight average of the distribution models chosen on validation.
 
 It reads whichever candidates' predictions are materialized (a laptop may skip VGG19-BN), picks its
-members on validation (see `emo_pipeline.ensemble`), writes `ensemble_predictions` in the same
+members on validation (see `emo_pipeline.image_emotion.ensemble`), writes `ensemble_predictions` in the same
 columns as every other model, and a model card so that `emo-pipeline predict --model ensemble` runs
 the same average on new images.
 """
@@ -11,10 +11,10 @@ import dagster as dg
 from emo_pipeline.defs.emotion_models import GROUP, REPORTED, split_metrics
 from emo_pipeline.defs.metadata import table_metadata
 from emo_pipeline.defs.resources import MLflowResource, WarehouseResource
-from emo_pipeline.ensemble import fit_ensemble
-from emo_pipeline.home import emo_home
-from emo_pipeline.model_store import ModelCard, save_card
-from emo_pipeline.profiles import CLASSIFIERS, EMOTION_MODELS, active_profile
+from emo_pipeline.image_emotion.ensemble import fit_ensemble
+from emo_pipeline.core.home import emo_home
+from emo_pipeline.storage.model_store import ModelCard, save_card
+from emo_pipeline.core.profiles import CLASSIFIERS, EMOTION_MODELS, active_profile
 
 ENSEMBLE = "ensemble"
 # Every model that predicts a distribution from an image, in the order the tables list them.

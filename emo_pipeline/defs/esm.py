@@ -7,7 +7,7 @@
   Emotion6, each image joined with the map the FCN predicts for it; its predictions table has the
   columns of every other model's, so the evaluation table and the ensemble score it alike.
 
-Weights go to `$EMO_HOME/models/` with a model card (`emo_pipeline.model_store`), so the ESM-ResNet
+Weights go to `$EMO_HOME/models/` with a model card (`emo_pipeline.storage.model_store`), so the ESM-ResNet
 finds its FCN there and `emo-pipeline predict` can rebuild both; MLflow gets parameters, per-epoch
 losses, metrics and a registered model. Defaults come from the profile (`EMO_PROFILE`).
 """
@@ -35,15 +35,15 @@ from emo_pipeline.defs.emotion_models import (
 )
 from emo_pipeline.defs.metadata import png_metadata, table_metadata
 from emo_pipeline.defs.resources import MLflowResource, TorchDeviceResource, WarehouseResource
-from emo_pipeline.emotions import PROB_COLUMNS
-from emo_pipeline.esm import MapInput, fit_esm_model, fit_esm_resnet
-from emo_pipeline.home import emo_home
-from emo_pipeline.image_data import load_rgb
-from emo_pipeline.model_store import ModelCard, ModelNotFound, load_torch_model, save_torch_model
-from emo_pipeline.plots import distribution_bars_png, esm_comparison_png, training_curve_png
-from emo_pipeline.profiles import ESM_MODELS, active_profile, esm_model_config, esm_resnet_config
-from emo_pipeline.profiles import ESM_RESNET as ESM_RESNET_CONFIGS
-from emo_pipeline.tracking import log_torch_model
+from emo_pipeline.core.emotions import PROB_COLUMNS
+from emo_pipeline.image_emotion.esm import MapInput, fit_esm_model, fit_esm_resnet
+from emo_pipeline.core.home import emo_home
+from emo_pipeline.image_emotion.image_data import load_rgb
+from emo_pipeline.storage.model_store import ModelCard, ModelNotFound, load_torch_model, save_torch_model
+from emo_pipeline.core.plots import distribution_bars_png, esm_comparison_png, training_curve_png
+from emo_pipeline.core.profiles import ESM_MODELS, active_profile, esm_model_config, esm_resnet_config
+from emo_pipeline.core.profiles import ESM_RESNET as ESM_RESNET_CONFIGS
+from emo_pipeline.storage.tracking import log_torch_model
 
 GROUP = "esm"
 ESM_MODEL = "esm_model"  # the op that trains the FCNs
@@ -256,7 +256,7 @@ def esm_resnet(context: dg.AssetExecutionContext, config: ESMResNetOverrides, wa
                                 log=context.log.info)
         scores = log_fitted_model(fitted, labels)
         # The registered model takes one (N, 4, S, S) tensor: normalised RGB, then the FCN's map
-        # resized to S (see emo_pipeline.esm.MapInput); a batch of two keeps N dynamic.
+        # resized to S (see emo_pipeline.image_emotion.esm.MapInput); a batch of two keeps N dynamic.
         example = torch.zeros(2, 4, settings.size, settings.size)
         info = log_torch_model(MapInput(fitted.model).cpu().eval(), example.numpy(),
                                registered_model_name=ESM_RESNET_MODEL,

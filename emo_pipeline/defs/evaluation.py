@@ -9,14 +9,14 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from emo_pipeline import metrics
+from emo_pipeline.core import metrics
 from emo_pipeline.defs.ensemble import CANDIDATES, ENSEMBLE
 from emo_pipeline.defs.metadata import png_metadata, table_metadata
 from emo_pipeline.defs.resources import WarehouseResource
-from emo_pipeline.dominant import MAJORITY, accuracy_table, labelled_split, majority_predictions
-from emo_pipeline.emotions import EMOTIONS, PROB_COLUMNS
-from emo_pipeline.plots import metrics_bars_png
-from emo_pipeline.profiles import CLASSIFIERS
+from emo_pipeline.image_emotion.dominant import MAJORITY, accuracy_table, labelled_split, majority_predictions
+from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
+from emo_pipeline.core.plots import metrics_bars_png
+from emo_pipeline.core.profiles import CLASSIFIERS
 
 GROUP = "evaluation"
 ACCURACY_TABLE = "dominant_emotion_accuracy"

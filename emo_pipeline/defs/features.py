@@ -1,6 +1,6 @@
 """Group `features`: hand-made per-image features (GLCM texture, CIECAM02 colour histograms) of Emotion6.
 
-The asset calls `emo_pipeline.features.feature_table` and writes one Parquet row per image; its
+The asset calls `emo_pipeline.image_emotion.features.feature_table` and writes one Parquet row per image; its
 blocking checks stop the image models from training on a table with missing images or NaN values.
 """
 
@@ -11,7 +11,7 @@ import numpy as np
 
 from emo_pipeline.defs.metadata import png_metadata, rejected_metadata
 from emo_pipeline.defs.resources import WarehouseResource
-from emo_pipeline.features import (
+from emo_pipeline.image_emotion.features import (
     CIECAM02_ATTRIBUTES,
     CIECAM02_RANGES,
     SRGB_VIEWING,
@@ -20,15 +20,15 @@ from emo_pipeline.features import (
     feature_table,
     histogram_columns,
 )
-from emo_pipeline.plots import mean_histograms_png
-from emo_pipeline.rejection import rejections_frame
+from emo_pipeline.core.plots import mean_histograms_png
+from emo_pipeline.core.rejection import rejections_frame
 
 GROUP = "features"
 FEATURES_TABLE = "emotion6_features"
 
 
 class FeatureTableConfig(dg.Config):
-    """Sizes, levels and bins of the features (see `emo_pipeline.features`)."""
+    """Sizes, levels and bins of the features (see `emo_pipeline.image_emotion.features`)."""
 
     glcm_size: int = 128
     glcm_levels: int = 32

@@ -6,7 +6,7 @@ model version. `svm_predictions` is its per-image output, a warehouse table that
 group scores.
 
 `feature_ridge_model` predicts the whole 7-way distribution from the same features (kernel ridge,
-see `emo_pipeline.feature_ridge`): registered in MLflow as `feature_ridge_model`, and saved with its
+see `emo_pipeline.image_emotion.feature_ridge`): registered in MLflow as `feature_ridge_model`, and saved with its
 model card under `$EMO_HOME/models/` so that `emo-pipeline predict --model feature_ridge` computes the
 features of a new image the same way and applies the same floor. `feature_ridge_predictions` is its
 per-image distribution, in the columns of the torch models' predictions.
@@ -23,16 +23,16 @@ import numpy as np
 from emo_pipeline.defs.emotion_models import REPORTED, frame_fingerprint
 from emo_pipeline.defs.metadata import png_metadata, table_metadata
 from emo_pipeline.defs.resources import MLflowResource, WarehouseResource
-from emo_pipeline.dominant import PREDICTION_COLUMNS
-from emo_pipeline.emotions import EMOTIONS, PROB_COLUMNS
-from emo_pipeline.feature_ridge import FeatureRidgeConfig, fit_feature_ridge
-from emo_pipeline.features import FeatureConfig
-from emo_pipeline.home import emo_home
-from emo_pipeline.model_store import ModelCard, save_sklearn_model
-from emo_pipeline.plots import confusion_png, distribution_bars_png
-from emo_pipeline.profiles import active_profile
-from emo_pipeline.svm import SPLITS, SVMConfig, train_dominant_svm, training_table
-from emo_pipeline.tracking import log_sklearn_model
+from emo_pipeline.image_emotion.dominant import PREDICTION_COLUMNS
+from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
+from emo_pipeline.image_emotion.feature_ridge import FeatureRidgeConfig, fit_feature_ridge
+from emo_pipeline.image_emotion.features import FeatureConfig
+from emo_pipeline.core.home import emo_home
+from emo_pipeline.storage.model_store import ModelCard, save_sklearn_model
+from emo_pipeline.core.plots import confusion_png, distribution_bars_png
+from emo_pipeline.core.profiles import active_profile
+from emo_pipeline.image_emotion.svm import SPLITS, SVMConfig, train_dominant_svm, training_table
+from emo_pipeline.storage.tracking import log_sklearn_model
 
 GROUP = "image_models"
 SVM_MODEL = "svm_dominant_emotion"
@@ -41,7 +41,7 @@ _INPUTS = ["emotion6_features", "emotion6_split", "emotion6_labels"]
 
 
 class SVMTrainConfig(dg.Config):
-    """The model-selection grid (see `emo_pipeline.svm`)."""
+    """The model-selection grid (see `emo_pipeline.image_emotion.svm`)."""
 
     c_grid: list[float] = list(SVMConfig().c_grid)
     gamma_factors: list[float] = list(SVMConfig().gamma_factors)  # gamma = factor / number of features
@@ -152,7 +152,7 @@ FEATURE_RIDGE_PREDICTIONS = "feature_ridge_predictions"
 
 
 class FeatureRidgeTrainConfig(dg.Config):
-    """The model-selection grid (see `emo_pipeline.feature_ridge`)."""
+    """The model-selection grid (see `emo_pipeline.image_emotion.feature_ridge`)."""
 
     kernel: str = FeatureRidgeConfig().kernel                       # rbf | linear
     alpha_grid: list[float] = list(FeatureRidgeConfig().alpha_grid)

@@ -24,7 +24,7 @@ import torch
 from emo_pipeline.defs.emotion_models import GPU_TAGS, checkpoint_dir, frame_fingerprint, set_overrides
 from emo_pipeline.defs.metadata import png_metadata, table_metadata
 from emo_pipeline.defs.resources import MLflowResource, TorchDeviceResource, WarehouseResource, WordVectorsResource
-from emo_pipeline.emotion_objects import (
+from emo_pipeline.objects.emotion_to_objects import (
     NORMALISATIONS,
     evaluate_rankers,
     fit_emotion_object_mlp,
@@ -33,10 +33,10 @@ from emo_pipeline.emotion_objects import (
     object_rows,
     score_objects,
 )
-from emo_pipeline.emotions import EMOTIONS, PROB_COLUMNS
-from emo_pipeline.home import emo_home
-from emo_pipeline.model_store import ModelCard, load_torch_model, save_torch_model
-from emo_pipeline.object_emotion import (
+from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
+from emo_pipeline.core.home import emo_home
+from emo_pipeline.storage.model_store import ModelCard, load_torch_model, save_torch_model
+from emo_pipeline.objects.objects_to_emotion import (
     DATASETS,
     FAMILIES,
     card_options,
@@ -45,10 +45,10 @@ from emo_pipeline.object_emotion import (
     image_inputs,
     split_images,
 )
-from emo_pipeline.plots import loss_curves_png, metrics_bars_png, top_objects_png, training_curve_png, word_clouds_png
-from emo_pipeline.profiles import active_profile, emotion_objects_mlp_config, object_emotion_config
-from emo_pipeline.store import Warehouse
-from emo_pipeline.tracking import log_torch_model
+from emo_pipeline.core.plots import loss_curves_png, metrics_bars_png, top_objects_png, training_curve_png, word_clouds_png
+from emo_pipeline.core.profiles import active_profile, emotion_objects_mlp_config, object_emotion_config
+from emo_pipeline.storage.warehouse import Warehouse
+from emo_pipeline.storage.tracking import log_torch_model
 
 GROUP = "objects"
 DATASET_TABLES = {"a": ["dataset_a", "dataset_a_objects"],

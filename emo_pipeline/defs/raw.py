@@ -8,12 +8,12 @@ import dagster as dg
 
 from emo_pipeline.defs.metadata import png_metadata, rejected_metadata, table_metadata
 from emo_pipeline.defs.resources import DataRoots, WarehouseResource
-from emo_pipeline.emotion6 import TIE_RULE, read_emotion6
-from emo_pipeline.emotionroi import read_emotionroi
-from emo_pipeline.plots import emotion_profile_png, split_png
-from emo_pipeline.rejection import rejections_frame
-from emo_pipeline.splits import stratified_split
-from emo_pipeline.visual_genome import VG_TABLES, ingest_visual_genome
+from emo_pipeline.sources.emotion6 import TIE_RULE, read_emotion6
+from emo_pipeline.sources.emotionroi import read_emotionroi
+from emo_pipeline.core.plots import emotion_profile_png, split_png
+from emo_pipeline.core.rejection import rejections_frame
+from emo_pipeline.core.splits import stratified_split
+from emo_pipeline.sources.visual_genome import VG_TABLES, ingest_visual_genome
 
 GROUP = "raw"
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from emo_pipeline.home import emo_home
-from emo_pipeline.store import Warehouse
-from emo_pipeline.tracking import mlflow_run
-from emo_pipeline.word_vectors import WordVectors, load_glove
+from emo_pipeline.core.home import emo_home
+from emo_pipeline.storage.warehouse import Warehouse
+from emo_pipeline.storage.tracking import mlflow_run
+from emo_pipeline.objects.word_vectors import WordVectors, load_glove
 
 DATA_ROOT_ENV = {
     "emotion6_dir": "EMO_EMOTION6_DIR",
@@ -118,7 +118,7 @@ class MLflowResource(dg.ConfigurableResource):
         Registry convention: one registered model per model asset, named as the asset key
         (`small_cnn_model`, `objects_emotion_fc_b`), and one version per materialization.
         """
-        from emo_pipeline.profiles import active_profile
+        from emo_pipeline.core.profiles import active_profile
 
         return {"dagster.run_id": context.run.run_id, "dagster.asset_key": model_asset,
                 "data_fingerprint": data_fingerprint, "profile": active_profile()}

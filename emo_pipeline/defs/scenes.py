@@ -19,15 +19,15 @@ from emo_pipeline.defs.emotion_models import GPU_TAGS
 from emo_pipeline.defs.metadata import png_metadata, table_metadata
 from emo_pipeline.defs.objects import object_model_name
 from emo_pipeline.defs.resources import TorchDeviceResource, WarehouseResource, WordVectorsResource
-from emo_pipeline.emotion_objects import distribution_vector
-from emo_pipeline.emotions import EMOTIONS
-from emo_pipeline.home import emo_home
-from emo_pipeline.model_store import load_torch_model
-from emo_pipeline.object_emotion import object_critic
-from emo_pipeline.plots import metrics_bars_png
-from emo_pipeline.profiles import object_emotion_config
-from emo_pipeline.scene import ComposerConfig, compose_scene, held_out_fidelity, load_statistics, write_scene
-from emo_pipeline.scene_stats import box_samples, box_statistics, cooccurrence, relations
+from emo_pipeline.objects.emotion_to_objects import distribution_vector
+from emo_pipeline.core.emotions import EMOTIONS
+from emo_pipeline.core.home import emo_home
+from emo_pipeline.storage.model_store import load_torch_model
+from emo_pipeline.objects.objects_to_emotion import object_critic
+from emo_pipeline.core.plots import metrics_bars_png
+from emo_pipeline.core.profiles import object_emotion_config
+from emo_pipeline.scenes.composer import ComposerConfig, compose_scene, held_out_fidelity, load_statistics, write_scene
+from emo_pipeline.scenes.statistics import box_samples, box_statistics, cooccurrence, relations
 
 GROUP = "scenes"
 CRITIC = object_model_name("fc", "b")

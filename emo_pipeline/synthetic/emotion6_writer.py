@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emo_pipeline.atomic import write_text_atomic
-from emo_pipeline.emotions import EMOTIONS, KEYWORDS
+from emo_pipeline.core.atomic import write_text_atomic
+from emo_pipeline.core.emotions import EMOTIONS, KEYWORDS
 from emo_pipeline.synthetic.annotation import Annotations, annotate, format_number
 from emo_pipeline.synthetic.render import render_scene, save_jpeg
 from emo_pipeline.synthetic.scenes import SceneBatch, SceneStyle, sample_keyword_folders

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from emo_pipeline.emotions import EMOTIONS
+from emo_pipeline.core.emotions import EMOTIONS
 
 N_EMOTIONS = len(EMOTIONS)
 NEUTRAL = EMOTIONS.index("neutral")

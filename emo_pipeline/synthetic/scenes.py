@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from emo_pipeline.emotions import KEYWORDS
+from emo_pipeline.core.emotions import KEYWORDS
 from emo_pipeline.synthetic import grammar as g
 
 # Share of scenes that are outdoors (sky and ground bands, trees, buildings) rather than indoors.

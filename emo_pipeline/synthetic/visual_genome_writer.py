@@ -32,7 +32,7 @@ from typing import TextIO
 
 import numpy as np
 
-from emo_pipeline.atomic import atomic_output, write_text_atomic
+from emo_pipeline.core.atomic import atomic_output, write_text_atomic
 from emo_pipeline.synthetic import grammar as g
 from emo_pipeline.synthetic.annotation import latent_distribution
 from emo_pipeline.synthetic.relations import FORMS, sample_relations

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emo_pipeline.atomic import write_text_atomic
-from emo_pipeline.emotions import EMOTIONS
+from emo_pipeline.core.atomic import write_text_atomic
+from emo_pipeline.core.emotions import EMOTIONS
 from emo_pipeline.synthetic import grammar as g
 from emo_pipeline.synthetic.annotation import ANNOTATORS, latent_distribution
 from emo_pipeline.synthetic.emotion6_writer import write_emotion6
@@ -138,7 +138,7 @@ def read_planted_vg(world: Path) -> "pd.DataFrame":
     """The planted Visual Genome distributions of a world: image_id, mood and prob_<emotion> columns."""
     import pandas as pd
 
-    from emo_pipeline.emotions import PROB_COLUMNS
+    from emo_pipeline.core.emotions import PROB_COLUMNS
 
     records = json.loads((Path(world) / PLANTED_SCENES).read_text(encoding="utf-8"))["VisualGenome"]
     ids = np.array([int(k) for k in records], dtype=np.int64)

@@ -1,0 +1,1 @@
+"""Datasets A and B: images with an emotion distribution and the objects they contain."""

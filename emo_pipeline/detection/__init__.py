@@ -1,0 +1,1 @@
+"""The YOLO object detector of dataset A (ultralytics, offline)."""

@@ -1,0 +1,1 @@
+"""Emotion -> scene: object statistics, the composer and the layout."""

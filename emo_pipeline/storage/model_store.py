@@ -1,0 +1,184 @@
+"""Trained models on disk, each with a card that says how to rebuild it and feed it.
+
+Layout, under `$EMO_HOME/models/`::
+
+    <name>.json    the ModelCard: what to build, the input size, the floor applied to its output
+    <name>.pt      torch models: the state dict (loaded with weights_only=True, never pickled code)
+    <name>.skops   scikit-learn models (skops: loading runs no pickle; only known types are accepted)
+
+Every file is written under a temporary name and renamed, the weights before the card, so a card
+never points at weights that are not there yet. The `predict` command and the ensemble rebuild models
+from these files alone, without Dagster or MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from emo_pipeline.core.atomic import atomic_output, write_text_atomic
+
+KINDS = ("image", "esm_fcn8s", "esm_resnet", "features", "ensemble", "objects_emotion", "emotion_objects")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str                # the file stem and the name users pass to `predict --model`
+    kind: str                # one of KINDS
+    architecture: str        # build_model name; "fcn8s"; the ESM-ResNet's trunk; the sklearn estimator;
+                             # objects_emotion: the family (fc, rnn, ...); emotion_objects: "mlp"
+    size: int                # input side in px (features: the long side the features are computed at;
+                             # objects_emotion: the word-vector size; emotion_objects: 7)
+    options: dict = field(default_factory=dict)  # builder kwargs needed to rebuild the model
+    clip: float = 0.0        # floor applied to the predicted distribution before renormalising (0: none)
+    esm_model: str | None = None    # esm_resnet: the card of the FCN that gives its maps
+    esm_size: int | None = None     # esm_resnet: the side the FCN is run at
+    members: tuple[str, ...] = ()   # ensemble: the cards it averages
+    profile: str = ""
+    weights_source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"model card {self.name!r}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "members": list(self.members)}
+
+
+class ModelNotFound(FileNotFoundError):
+    """No card of that name: the model was never materialized (or `models_dir` is not the right one)."""
+
+
+def card_path(models_dir: Path, name: str) -> Path:
+    return Path(models_dir) / f"{name}.json"
+
+
+def save_card(models_dir: Path, card: ModelCard) -> Path:
+    path = card_path(models_dir, card.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(json.dumps(card.to_json(), indent=2, sort_keys=True) + "\n", path)
+    return path
+
+
+def load_card(models_dir: Path, name: str) -> ModelCard:
+    path = card_path(models_dir, name)
+    if not path.is_file():
+        known = ", ".join(c.name for c in available_models(models_dir)) or "none"
+        raise ModelNotFound(f"no model {name!r} in {models_dir} (materialized models: {known})")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw["members"] = tuple(raw.get("members", ()))
+        return ModelCard(**raw)
+    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a valid model card: {exc}") from exc
+
+
+def available_models(models_dir: Path) -> list[ModelCard]:
+    """Every readable card in `models_dir`, by name; unreadable ones are skipped."""
+    cards = []
+    for path in sorted(Path(models_dir).glob("*.json")):
+        try:
+            cards.append(load_card(models_dir, path.stem))
+        except ValueError:
+            continue
+    return cards
+
+
+def save_torch_model(models_dir: Path, card: ModelCard, model: nn.Module) -> Path:
+    """Write `<name>.pt` (the state dict) and then `<name>.json`; returns the weights path."""
+    weights = Path(models_dir) / f"{card.name}.pt"
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(weights) as tmp:
+        torch.save(model.state_dict(), tmp)
+    save_card(models_dir, card)
+    return weights
+
+
+def build_from_card(card: ModelCard) -> nn.Module:
+    """The untrained architecture a card describes (no pretrained weights are looked for)."""
+    from emo_pipeline.models import build_esm_resnet, build_fcn8s, build_model
+
+    if card.kind == "image":
+        model, _ = build_model(card.architecture, pretrained="none", **card.options)
+    elif card.kind == "esm_fcn8s":
+        model, _ = build_fcn8s(pretrained="none", **card.options)
+    elif card.kind == "esm_resnet":
+        model, _ = build_esm_resnet(card.architecture, pretrained="none", **card.options)
+    elif card.kind == "objects_emotion":
+        from emo_pipeline.objects.objects_to_emotion import rebuild_object_model
+
+        model = rebuild_object_model(card.architecture, card.size, card.options)
+    elif card.kind == "emotion_objects":
+        from emo_pipeline.objects.emotion_to_objects import EmotionObjectMLP
+
+        options = card.options
+        model = EmotionObjectMLP(len(options["vocabulary"]), tuple(options["hidden"]), options["dropout"])
+    else:
+        raise ValueError(f"model {card.name!r} is of kind {card.kind!r}, not a torch model")
+    return model
+
+
+def load_torch_model(models_dir: Path, name: str, *, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelCard]:
+    """Rebuild model `name` from its card and load its weights; in eval mode."""
+    card = load_card(models_dir, name)
+    model = build_from_card(card)
+    weights = Path(models_dir) / f"{name}.pt"
+    if not weights.is_file():
+        raise ModelNotFound(f"{weights}: the weights of model {name!r} are missing")
+    model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+    return model.to(device).eval(), card
+
+
+def save_sklearn_model(models_dir: Path, card: ModelCard, estimator: object) -> Path:
+    """Write `<name>.skops` and then `<name>.json`; returns the model path."""
+    import skops.io
+
+    path = Path(models_dir) / f"{card.name}.skops"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp:
+        skops.io.dump(estimator, tmp)
+    save_card(models_dir, card)
+    return path
+
+
+def load_sklearn_model(models_dir: Path, name: str) -> tuple[object, ModelCard]:
+    """Load a skops file, trusting only the types scikit-learn and numpy models are made of."""
+    import skops.io
+
+    card = load_card(models_dir, name)
+    path = Path(models_dir) / f"{name}.skops"
+    if not path.is_file():
+        raise ModelNotFound(f"{path}: the model file of {name!r} is missing")
+    untrusted = skops.io.get_untrusted_types(file=path)
+    unexpected = [t for t in untrusted if not t.startswith(("sklearn.", "numpy.", "scipy."))]
+    if unexpected:
+        raise ValueError(f"{path}: refuses to load unexpected types {unexpected[:5]}")
+    return skops.io.load(path, trusted=untrusted), card
+
+
+def card_version(models_dir: Path, name: str) -> str:
+    """A digest of a model's card and files, with those of the models it uses (ensemble members, the
+    ESM-ResNet's FCN): a stored prediction made under another digest is stale."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    pending, seen = [name], set()
+    while pending:
+        current = pending.pop(0)
+        if current in seen:
+            continue
+        seen.add(current)
+        card = load_card(models_dir, current)
+        digest.update(card_path(models_dir, current).read_bytes())
+        for suffix in (".pt", ".skops"):
+            path = Path(models_dir) / f"{current}{suffix}"
+            if path.is_file():
+                with path.open("rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+        pending += [*card.members, *([card.esm_model] if card.esm_model else [])]
+    return digest.hexdigest()[:16]
