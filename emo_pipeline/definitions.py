@@ -1,34 +1,12 @@
-"""The code location: one Definitions object built from the asset groups in `defs/`, with the jobs,
-the weekly schedule, the sensors and the automation conditions of `defs/automation.py`."""
+"""The code location: the Definitions of each stage in `defs/` merged, with the resources and the executor."""
 
 import os
+import warnings
 
 import dagster as dg
 
-from emo_pipeline.defs import (
-    automation,
-    datasets,
-    detection,
-    emotion_models,
-    ensemble,
-    esm,
-    evaluation,
-    features,
-    image_models,
-    objects,
-    raw,
-    scenes,
-)
-from emo_pipeline.defs.datasets import DATASET_CHECKS
-from emo_pipeline.defs.detection import DETECTION_CHECKS
-from emo_pipeline.defs.esm import ESM_CHECKS
-from emo_pipeline.defs.evaluation import EVALUATION_CHECKS
-from emo_pipeline.defs.features import FEATURE_CHECKS
-from emo_pipeline.defs.image_models import IMAGE_MODEL_CHECKS
-from emo_pipeline.defs.objects import OBJECT_CHECKS
-from emo_pipeline.defs.raw_checks import RAW_CHECKS
-from emo_pipeline.defs.scenes import SCENE_CHECKS
-from emo_pipeline.defs.resources import (
+from emo_pipeline.defs import automation, datasets, detection, image_emotion, objects, scenes, sources
+from emo_pipeline.defs.shared.resources import (
     DataRoots,
     MLflowResource,
     TorchDeviceResource,
@@ -46,11 +24,10 @@ EXECUTORS = ("multiprocess", "k8s")
 def choose_executor(name: str) -> dg.ExecutorDefinition:
     """The executor named by `EMO_EXECUTOR`: `multiprocess` (default, one machine) or `k8s` (one pod per
     step with dagster-k8s, installed in the cluster's image; GPU-tagged steps ask for a GPU through
-    their `dagster-k8s/config` tag, see `defs.emotion_models.GPU_TAGS`)."""
+    their `dagster-k8s/config` tag, see `defs.shared.gpu`)."""
     if name == "multiprocess":
         return dg.multiprocess_executor.configured({
             "max_concurrent": 2,  # the reference machine has 2 cores
-            "tag_concurrency_limits": [{"key": "emo/device", "value": "gpu", "limit": 1}],
             "start_method": {"forkserver": {"preload_modules": PRELOAD_MODULES}},
         })
     if name == "k8s":
@@ -65,25 +42,27 @@ def choose_executor(name: str) -> dg.ExecutorDefinition:
 
 executor = choose_executor(os.environ.get("EMO_EXECUTOR", "multiprocess"))
 
-ASSETS = [*dg.load_assets_from_modules([raw, features, image_models, esm, ensemble, evaluation, datasets,
-                                         detection, objects, scenes]),
-          *emotion_models.EMOTION_MODEL_ASSETS]
 
-defs = dg.Definitions(
-    # Every asset with an upstream follows it (automation.FOLLOW_UPSTREAM); the source tables do not.
-    assets=automation.follow_upstream(ASSETS),
-    asset_checks=[*RAW_CHECKS, *FEATURE_CHECKS, *IMAGE_MODEL_CHECKS, *EVALUATION_CHECKS, *DATASET_CHECKS,
-                  *DETECTION_CHECKS, *ESM_CHECKS, *OBJECT_CHECKS,
-                  *SCENE_CHECKS],
-    jobs=automation.JOBS,
-    schedules=automation.SCHEDULES,
-    sensors=automation.SENSORS,
-    resources={
-        "data_roots": DataRoots.from_environment(),
-        "warehouse": WarehouseResource.from_environment(),
-        "mlflow": MLflowResource.from_environment(),
-        "torch_device": TorchDeviceResource(),
-        "word_vectors": WordVectorsResource(),
-    },
-    executor=executor,
+def _stages() -> dg.Definitions:
+    """Every stage's assets and checks, and the jobs, schedule and sensors. Every asset with an
+    upstream follows it (automation.FOLLOW_UPSTREAM); the source tables do not."""
+    merged = dg.Definitions.merge(sources.defs, image_emotion.defs, detection.defs, datasets.defs, objects.defs,
+                                  scenes.defs, automation.defs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)  # map_asset_specs is marked preview in 1.13
+        return merged.map_asset_specs(func=automation.follow_upstream)
+
+
+defs = dg.Definitions.merge(
+    _stages(),
+    dg.Definitions(
+        resources={
+            "data_roots": DataRoots.from_environment(),
+            "warehouse": WarehouseResource.from_environment(),
+            "mlflow": MLflowResource.from_environment(),
+            "torch_device": TorchDeviceResource(),
+            "word_vectors": WordVectorsResource(),
+        },
+        executor=executor,
+    ),
 )

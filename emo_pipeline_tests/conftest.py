@@ -85,7 +85,7 @@ def objects_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     import dagster as dg
 
     from emo_pipeline.definitions import defs
-    from emo_pipeline.defs.resources import MLflowResource, WarehouseResource, WordVectorsResource
+    from emo_pipeline.defs.shared.resources import MLflowResource, WarehouseResource, WordVectorsResource
     from emo_pipeline.synthetic import write_world
     from emo_pipeline.objects.word_vectors import load_glove
     from emo_pipeline_tests.planted_datasets import write_planted_datasets

@@ -16,7 +16,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from emo_pipeline.definitions import defs
 from emo_pipeline.defs import automation
 from emo_pipeline.defs.datasets import VG_PREDICTIONS, VG_SHARDS
-from emo_pipeline.defs.resources import DataRoots
+from emo_pipeline.defs.shared.resources import DataRoots
 from emo_pipeline.sources.emotion6 import GROUND_TRUTH
 from emo_pipeline.sources.fingerprints import MISSING, fingerprint_folder
 from emo_pipeline.synthetic import write_world

@@ -9,7 +9,7 @@ import pytest
 
 from emo_pipeline.datasets.build import SHARDS, predict_shard, resolve_image_paths, shard_keys
 from emo_pipeline.definitions import defs
-from emo_pipeline.defs.resources import DataRoots, MLflowResource, WarehouseResource
+from emo_pipeline.defs.shared.resources import DataRoots, MLflowResource, WarehouseResource
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
 from emo_pipeline.core.home import emo_home
 from emo_pipeline.storage.model_store import card_version, load_card

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from emo_pipeline.defs.resources import DataRoots, WarehouseResource
+from emo_pipeline.defs.shared.resources import DataRoots, WarehouseResource
 from emo_pipeline.definitions import defs
 from emo_pipeline.core.home import PROJECT_ROOT
 from emo_pipeline.synthetic import write_world
@@ -120,8 +120,8 @@ def test_dagster_cli_materializes_the_raw_group(world: Path, tmp_path: Path):
 
 
 def test_torch_steps_ask_for_the_gpu_locally_and_on_kubernetes():
-    """Every step that builds a pytorch asset is queued as a GPU step, and the pod dagster-k8s builds for
-    a GPU step (from its tags, with dagster-k8s's own functions) asks for one GPU; other pods do not."""
+    """Every step that builds a pytorch asset is in the `gpu` concurrency pool, and the pod dagster-k8s builds
+    for a GPU step (from its tags, with dagster-k8s's own functions) asks for one GPU; other pods do not."""
     from dagster_k8s.job import DagsterK8sJobConfig, construct_dagster_k8s_job, get_user_defined_k8s_config
 
     job_config = DagsterK8sJobConfig(job_image="emo-pipeline:test", dagster_home="/opt/dagster/home")
@@ -131,12 +131,12 @@ def test_torch_steps_ask_for_the_gpu_locally_and_on_kubernetes():
                                         get_user_defined_k8s_config(tags))
         return job.spec.template.spec.containers[0].resources.limits
 
-    steps = {a.node_def.name: (a.op.tags, any("pytorch" in s.kinds for s in a.specs))
+    steps = {a.node_def.name: (a.op.tags, a.op.pool, any("pytorch" in s.kinds for s in a.specs))
              for a in defs.assets if isinstance(a, dg.AssetsDefinition)}
-    torch_steps = {name for name, (_, torch_step) in steps.items() if torch_step}
+    torch_steps = {name for name, (_, _, torch_step) in steps.items() if torch_step}
     assert {"small_cnn", "esm_model", "object_detector", "vg_emotion_predictions", "objects_emotion_fc_b"} <= torch_steps
-    for name, (tags, torch_step) in steps.items():
-        gpu_step = tags.get("emo/device") == "gpu"
+    for name, (tags, pool, torch_step) in steps.items():
+        gpu_step = pool == "gpu"
         assert gpu_step or not torch_step, name
         assert pod_limits(name, tags) == ({"nvidia.com/gpu": "1"} if gpu_step else None), name
 

@@ -22,7 +22,7 @@ import yaml
 from emo_pipeline.detection import detector
 from emo_pipeline.definitions import defs
 from emo_pipeline.defs import detection
-from emo_pipeline.defs.resources import DataRoots, MLflowResource, TorchDeviceResource, WarehouseResource
+from emo_pipeline.defs.shared.resources import DataRoots, MLflowResource, TorchDeviceResource, WarehouseResource
 from emo_pipeline.synthetic import grammar, write_world
 
 SEED = 3

@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 
 from emo_pipeline.definitions import defs
-from emo_pipeline.defs.resources import DataRoots, MLflowResource, WarehouseResource
+from emo_pipeline.defs.shared.resources import DataRoots, MLflowResource, WarehouseResource
 from emo_pipeline.synthetic import write_world
 
 MODELS = ("small_cnn", "small_cnn_classifier", "resnet18")

@@ -16,7 +16,7 @@ import torch
 
 from emo_pipeline.core import metrics
 from emo_pipeline.definitions import defs
-from emo_pipeline.defs.resources import DataRoots, MLflowResource, WarehouseResource
+from emo_pipeline.defs.shared.resources import DataRoots, MLflowResource, WarehouseResource
 from emo_pipeline.image_emotion.training import clip_distribution
 from emo_pipeline.core.emotions import KEYWORDS, PROB_COLUMNS
 from emo_pipeline.image_emotion.esm import MapInput, esm_split, predict_maps

@@ -10,7 +10,7 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from emo_pipeline.defs.resources import DataRoots, MLflowResource, WarehouseResource
+from emo_pipeline.defs.shared.resources import DataRoots, MLflowResource, WarehouseResource
 from emo_pipeline.definitions import defs
 from emo_pipeline.core.emotions import PROB_COLUMNS
 from emo_pipeline.core.home import emo_home

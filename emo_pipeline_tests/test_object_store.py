@@ -19,7 +19,7 @@ import s3fs
 from moto.server import ThreadedMotoServer
 
 from emo_pipeline.definitions import defs
-from emo_pipeline.defs.resources import DataRoots, MLflowResource, WarehouseResource
+from emo_pipeline.defs.shared.resources import DataRoots, MLflowResource, WarehouseResource
 from emo_pipeline.storage.warehouse import Warehouse
 from emo_pipeline_tests.conftest import environ
 from emo_pipeline_tests.planted_datasets import write_planted_datasets

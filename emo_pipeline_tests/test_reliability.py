@@ -32,7 +32,7 @@ from torch.utils.data import TensorDataset
 
 from emo_pipeline.datasets.build import shard_keys
 from emo_pipeline.definitions import defs
-from emo_pipeline.defs.resources import DataRoots, MLflowResource, WarehouseResource
+from emo_pipeline.defs.shared.resources import DataRoots, MLflowResource, WarehouseResource
 from emo_pipeline.core.home import PROJECT_ROOT
 from emo_pipeline.storage.warehouse import Warehouse
 from emo_pipeline.synthetic import write_world

@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from emo_pipeline.defs.resources import DataRoots, MLflowResource, TorchDeviceResource
+from emo_pipeline.defs.shared.resources import DataRoots, MLflowResource, TorchDeviceResource
 
 
 def test_missing_data_root_says_how_to_fix_it(tmp_path: Path):

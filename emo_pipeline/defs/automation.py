@@ -62,18 +62,15 @@ differ from what it last recorded.
 """
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 
-from emo_pipeline.defs import datasets, evaluation, objects, raw, scenes
-from emo_pipeline.defs.resources import DataRoots
-from emo_pipeline.sources.emotion6 import GROUND_TRUTH
-from emo_pipeline.sources.emotionroi import SPLIT_FILES
+from emo_pipeline.defs.shared.resources import DataRoots
+from emo_pipeline.sources import emotion6, emotionroi
 from emo_pipeline.sources.fingerprints import MISSING, Fingerprint, fingerprint_folder
-from emo_pipeline.sources.visual_genome import OBJECT_ALIAS_FILE, RELATIONSHIP_ALIAS_FILE
+from emo_pipeline.sources.visual_genome import OBJECT_ALIAS_FILE, RELATIONSHIP_ALIAS_FILE, VG_TABLES
 
 STOPPED_SCHEDULE = dg.DefaultScheduleStatus.STOPPED
 STOPPED_SENSOR = dg.DefaultSensorStatus.STOPPED
@@ -81,17 +78,17 @@ TRIGGER_TAG = "emo/trigger"
 
 # --- jobs -------------------------------------------------------------------------------------------
 
-SHARDED = dg.AssetSelection.assets(datasets.VG_PREDICTIONS)
+SHARDED = dg.AssetSelection.assets("vg_emotion_predictions")
 
 raw_job = dg.define_asset_job(
-    "raw_job", selection=dg.AssetSelection.groups(raw.GROUP),
+    "raw_job", selection=dg.AssetSelection.groups("raw"),
     description="Read the three source data sets into the warehouse.")
 unsharded_job = dg.define_asset_job(
     "unsharded_job", selection=dg.AssetSelection.all() - SHARDED.downstream(),
     description="Every asset except the sharded Visual Genome predictions and what is built on them "
                 "(first of the three runs of the whole graph).")
 vg_predictions_job = dg.define_asset_job(
-    "vg_predictions_job", selection=SHARDED, partitions_def=datasets.VG_SHARDS,
+    "vg_predictions_job", selection=SHARDED,
     description="The emotion distribution of every Visual Genome image, 16 shards (second of the three runs "
                 "of the whole graph). A backfill of all 16 runs as one run (single-run backfill policy).")
 dataset_b_job = dg.define_asset_job(
@@ -99,13 +96,12 @@ dataset_b_job = dg.define_asset_job(
     description="Dataset B and everything built on it, from the predicted shards (last of the three runs of "
                 "the whole graph).")
 datasets_job = dg.define_asset_job(
-    "datasets_job", selection=dg.AssetSelection.groups(datasets.GROUP) - SHARDED,
+    "datasets_job", selection=dg.AssetSelection.groups("datasets") - SHARDED,
     description="Datasets A and B (per image, per object, per relationship) rebuilt from the tables they "
                 "join: the Emotion6 labels and detections, the predicted shards and the Visual Genome "
                 "annotations. The shards themselves are vg_predictions_job.")
-EVALUATION = (dg.AssetSelection.groups(evaluation.GROUP)
-              | dg.AssetSelection.assets(objects.object_emotion_metrics, objects.emotion_object_metrics,
-                                         scenes.scene_fidelity))
+EVALUATION = (dg.AssetSelection.groups("evaluation")
+              | dg.AssetSelection.assets("object_emotion_metrics", "emotion_object_metrics", "scene_fidelity"))
 evaluation_job = dg.define_asset_job(
     "evaluation_job", selection=EVALUATION,
     description="Every score table, from the models and predictions already there: the dominant-emotion "
@@ -121,15 +117,12 @@ FOLLOW_UPSTREAM = (
 ).with_label("eager, upstream blocking checks passed")
 
 
-def follow_upstream(assets: Sequence[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
-    """Give every asset that has an upstream `FOLLOW_UPSTREAM`, unless it declares a condition itself.
-    The source tables (no upstream) are left to data_roots_sensor and the jobs."""
-    def apply(spec: dg.AssetSpec) -> dg.AssetSpec:
-        if not spec.deps or spec.automation_condition is not None:
-            return spec
-        return spec.replace_attributes(automation_condition=FOLLOW_UPSTREAM)
-
-    return list(dg.map_asset_specs(apply, assets))
+def follow_upstream(spec: dg.AssetSpec) -> dg.AssetSpec:
+    """`FOLLOW_UPSTREAM` for an asset that has an upstream, unless it declares a condition itself. The
+    source tables (no upstream) are left to data_roots_sensor and the jobs."""
+    if not spec.deps or spec.automation_condition is not None:
+        return spec
+    return spec.replace_attributes(automation_condition=FOLLOW_UPSTREAM)
 
 
 downstream_automation_sensor = dg.AutomationConditionSensorDefinition(
@@ -163,11 +156,11 @@ class WatchedDataSet:
     name: str
     root: str                  # the DataRoots method that returns its folder
     hashed: tuple[str, ...]    # small files whose contents are hashed, relative to the folder
-    assets: dg.AssetsDefinition
+    tables: tuple[str, ...]    # the raw assets read from it
 
     @property
     def asset_keys(self) -> list[dg.AssetKey]:
-        return sorted(self.assets.keys)
+        return sorted(dg.AssetKey(table) for table in self.tables)
 
     def fingerprint(self, data_roots: DataRoots) -> tuple[Fingerprint, str]:
         """The fingerprint and a description of where it was taken."""
@@ -179,9 +172,10 @@ class WatchedDataSet:
 
 
 DATA_SETS = (
-    WatchedDataSet("emotion6", "emotion6", (GROUND_TRUTH,), raw.emotion6),
-    WatchedDataSet("emotionroi", "emotionroi", tuple(SPLIT_FILES.values()), raw.emotionroi),
-    WatchedDataSet("visual_genome", "vg", (OBJECT_ALIAS_FILE, RELATIONSHIP_ALIAS_FILE), raw.visual_genome),
+    WatchedDataSet("emotion6", "emotion6", (emotion6.GROUND_TRUTH,), emotion6.TABLES),
+    WatchedDataSet("emotionroi", "emotionroi", tuple(emotionroi.SPLIT_FILES.values()), emotionroi.TABLES),
+    WatchedDataSet("visual_genome", "vg", (OBJECT_ALIAS_FILE, RELATIONSHIP_ALIAS_FILE),
+                   tuple(f"vg_{table}" for table in VG_TABLES)),
 )
 
 
@@ -246,5 +240,5 @@ def data_roots_sensor(context: dg.SensorEvaluationContext, data_roots: DataRoots
     return dg.SensorResult(skip_reason="; ".join(notes), cursor=cursor)
 
 
-SCHEDULES = [weekly_graph_schedule]
-SENSORS = [data_roots_sensor, downstream_automation_sensor]
+defs = dg.Definitions(jobs=JOBS, schedules=[weekly_graph_schedule],
+                      sensors=[data_roots_sensor, downstream_automation_sensor])

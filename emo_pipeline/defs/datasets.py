@@ -26,9 +26,9 @@ from emo_pipeline.datasets.build import (
     shard_is_current,
     shard_keys,
 )
-from emo_pipeline.defs.emotion_models import GPU_TAGS
-from emo_pipeline.defs.metadata import png_metadata, table_metadata
-from emo_pipeline.defs.resources import DataRoots, TorchDeviceResource, WarehouseResource
+from emo_pipeline.defs.shared.gpu import GPU_POOL, GPU_TAGS
+from emo_pipeline.defs.shared.metadata import png_metadata, table_metadata
+from emo_pipeline.defs.shared.resources import DataRoots, TorchDeviceResource, WarehouseResource
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
 from emo_pipeline.core.home import emo_home
 from emo_pipeline.storage.model_store import card_version, load_card
@@ -47,7 +47,7 @@ class VGPredictionConfig(dg.Config):
 
 
 @dg.asset(group_name=GROUP, partitions_def=VG_SHARDS, backfill_policy=dg.BackfillPolicy.single_run(),
-          deps=["vg_images", "emotion_distribution_metrics"], op_tags=GPU_TAGS, kinds={"pytorch", "parquet"},
+          deps=["vg_images", "emotion_distribution_metrics"], op_tags=GPU_TAGS, pool=GPU_POOL, kinds={"pytorch", "parquet"},
           description="The emotion distribution predicted for every Visual Genome image, one partition per shard "
                       "of image ids.")
 def vg_emotion_predictions(context: dg.AssetExecutionContext, config: VGPredictionConfig,
@@ -198,4 +198,7 @@ def dataset_b_distributions(warehouse: WarehouseResource) -> dg.AssetCheckResult
     return dg.AssetCheckResult(passed=bad == 0, description=f"{len(values)} readable images, {bad} bad distributions")
 
 
-DATASET_CHECKS = [one_model_version, dataset_a_covers_emotion6, dataset_b_covers_vg, dataset_b_distributions]
+defs = dg.Definitions(
+    assets=[vg_emotion_predictions, dataset_a, dataset_b],
+    asset_checks=[one_model_version, dataset_a_covers_emotion6, dataset_b_covers_vg, dataset_b_distributions],
+)

@@ -22,9 +22,9 @@ import pandas as pd
 
 from emo_pipeline.detection import detector
 from emo_pipeline.core.atomic import atomic_output
-from emo_pipeline.defs.emotion_models import GPU_TAGS
-from emo_pipeline.defs.metadata import png_metadata, table_metadata
-from emo_pipeline.defs.resources import DataRoots, MLflowResource, TorchDeviceResource, WarehouseResource
+from emo_pipeline.defs.shared.gpu import GPU_POOL, GPU_TAGS
+from emo_pipeline.defs.shared.metadata import png_metadata, table_metadata
+from emo_pipeline.defs.shared.resources import DataRoots, MLflowResource, TorchDeviceResource, WarehouseResource
 from emo_pipeline.core.home import emo_home
 from emo_pipeline.core.plots import class_ap_png, detections_png
 from emo_pipeline.core.profiles import active_profile
@@ -88,7 +88,7 @@ def _resolve_settings(config: ObjectDetectorConfig, device: str) -> tuple[detect
     return settings, config.top_n_objects or detector.DETECTOR_VOCABULARY[profile]
 
 
-@dg.asset(group_name=GROUP, deps=["vg_images", "vg_objects"], kinds={"pytorch", "mlflow"}, op_tags=GPU_TAGS)
+@dg.asset(group_name=GROUP, deps=["vg_images", "vg_objects"], kinds={"pytorch", "mlflow"}, op_tags=GPU_TAGS, pool=GPU_POOL)
 def object_detector(context: dg.AssetExecutionContext, config: ObjectDetectorConfig, data_roots: DataRoots,
                     warehouse: WarehouseResource, mlflow: MLflowResource,
                     torch_device: TorchDeviceResource) -> dg.MaterializeResult:
@@ -175,7 +175,7 @@ class DetectionConfig(dg.Config):
     samples_shown: int = 4
 
 
-@dg.asset(group_name=GROUP, deps=[DETECTOR, "emotion6_labels"], kinds={"parquet"}, op_tags=GPU_TAGS)
+@dg.asset(group_name=GROUP, deps=[DETECTOR, "emotion6_labels"], kinds={"parquet"}, op_tags=GPU_TAGS, pool=GPU_POOL)
 def emotion6_detections(context: dg.AssetExecutionContext, config: DetectionConfig, warehouse: WarehouseResource,
                         torch_device: TorchDeviceResource) -> dg.MaterializeResult:
     """Objects found in every Emotion6 image: image_key, object, confidence, box x, y, w, h in pixels.
@@ -250,4 +250,4 @@ def detections_cover_emotion6(warehouse: WarehouseResource) -> dg.AssetCheckResu
                     f"both a NULL row and detections, {outside} boxes outside their image"))
 
 
-DETECTION_CHECKS = [detections_cover_emotion6]
+defs = dg.Definitions(assets=[object_detector, emotion6_detections], asset_checks=[detections_cover_emotion6])

@@ -21,9 +21,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from emo_pipeline.defs.emotion_models import GPU_TAGS, checkpoint_dir, frame_fingerprint, set_overrides
-from emo_pipeline.defs.metadata import png_metadata, table_metadata
-from emo_pipeline.defs.resources import MLflowResource, TorchDeviceResource, WarehouseResource, WordVectorsResource
+from emo_pipeline.defs.image_emotion.torch_models import checkpoint_dir, frame_fingerprint, set_overrides
+from emo_pipeline.defs.shared.gpu import GPU_POOL, GPU_TAGS
+from emo_pipeline.defs.shared.metadata import png_metadata, table_metadata
+from emo_pipeline.defs.shared.resources import MLflowResource, TorchDeviceResource, WarehouseResource, WordVectorsResource
 from emo_pipeline.objects.emotion_to_objects import (
     NORMALISATIONS,
     evaluate_rankers,
@@ -106,7 +107,7 @@ def object_emotion_asset(family: str, dataset: str) -> dg.AssetsDefinition:
     reads = "the average GloVe vector of its objects" if family == "fc" else (
         "its relation phrases word by word" if dataset == "b" else "its detected object names word by word")
 
-    @dg.asset(name=name, group_name=GROUP, deps=DATASET_TABLES[dataset], op_tags=GPU_TAGS,
+    @dg.asset(name=name, group_name=GROUP, deps=DATASET_TABLES[dataset], op_tags=GPU_TAGS, pool=GPU_POOL,
               kinds={"pytorch", "parquet"},
               description=f"{family} model predicting a dataset {dataset.upper()} image's emotion distribution from "
                           f"{reads}; its predictions for every image.")
@@ -261,7 +262,7 @@ class EmotionObjectsMLPOverrides(dg.Config):
 def emotion_objects_mlp_asset(dataset: str) -> dg.AssetsDefinition:
     name = mlp_model_name(dataset)
 
-    @dg.asset(name=name, group_name=GROUP, deps=DATASET_TABLES[dataset], op_tags=GPU_TAGS,
+    @dg.asset(name=name, group_name=GROUP, deps=DATASET_TABLES[dataset], op_tags=GPU_TAGS, pool=GPU_POOL,
               kinds={"pytorch", "parquet"},
               description=f"The paper's emotion -> objects MLP on dataset {dataset.upper()}, one per target "
                           "normalisation (the one with the best validation nDCG@10 is served); table: the loss "
@@ -417,4 +418,8 @@ def fc_beats_train_mean(warehouse: WarehouseResource) -> dg.AssetCheckResult:
                               for d, (fc, mean) in lines.items()))
 
 
-OBJECT_CHECKS = [seven_centred_scores_per_object, fc_beats_train_mean]
+defs = dg.Definitions(
+    assets=[*OBJECT_EMOTION_ASSETS, object_emotion_metrics, emotion_object_scores, top_objects_per_emotion,
+            *EMOTION_OBJECTS_MLP_ASSETS, emotion_object_metrics],
+    asset_checks=[seven_centred_scores_per_object, fc_beats_train_mean],
+)

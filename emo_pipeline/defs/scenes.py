@@ -15,10 +15,10 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from emo_pipeline.defs.emotion_models import GPU_TAGS
-from emo_pipeline.defs.metadata import png_metadata, table_metadata
+from emo_pipeline.defs.shared.gpu import GPU_POOL, GPU_TAGS
+from emo_pipeline.defs.shared.metadata import png_metadata, table_metadata
 from emo_pipeline.defs.objects import object_model_name
-from emo_pipeline.defs.resources import TorchDeviceResource, WarehouseResource, WordVectorsResource
+from emo_pipeline.defs.shared.resources import TorchDeviceResource, WarehouseResource, WordVectorsResource
 from emo_pipeline.objects.emotion_to_objects import distribution_vector
 from emo_pipeline.core.emotions import EMOTIONS
 from emo_pipeline.core.home import emo_home
@@ -97,7 +97,7 @@ def _scene_name(weights: dict[str, float]) -> str:
         next(iter(weights))
 
 
-@dg.asset(group_name=GROUP, kinds={"parquet"}, op_tags=GPU_TAGS,
+@dg.asset(group_name=GROUP, kinds={"parquet"}, op_tags=GPU_TAGS, pool=GPU_POOL,
           deps=["emotion_object_scores", "object_cooccurrence", "object_relations", "object_boxes", CRITIC])
 def emotion_scenes(context: dg.AssetExecutionContext, config: ScenesConfig, warehouse: WarehouseResource,
                    word_vectors: WordVectorsResource) -> dg.MaterializeResult:
@@ -136,7 +136,7 @@ class FidelityConfig(dg.Config):
     epochs: int | None = None   # the GloVe FC's epochs (default: the profile's)
 
 
-@dg.asset(group_name=GROUP, kinds={"parquet"}, op_tags=GPU_TAGS,
+@dg.asset(group_name=GROUP, kinds={"parquet"}, op_tags=GPU_TAGS, pool=GPU_POOL,
           deps=["dataset_b", "dataset_b_objects", "dataset_b_relationships"])
 def scene_fidelity(context: dg.AssetExecutionContext, config: FidelityConfig, warehouse: WarehouseResource,
                    word_vectors: WordVectorsResource, torch_device: TorchDeviceResource) -> dg.MaterializeResult:
@@ -190,4 +190,5 @@ def label_maps_match_scene_graphs(warehouse: WarehouseResource) -> dg.AssetCheck
                                description=f"{len(table)} scenes; mismatched: {', '.join(bad) or 'none'}")
 
 
-SCENE_CHECKS = [label_maps_match_scene_graphs]
+defs = dg.Definitions(assets=[scene_statistics, emotion_scenes, scene_fidelity],
+                      asset_checks=[label_maps_match_scene_graphs])

@@ -33,6 +33,8 @@ from emo_pipeline.core.emotions import EMOTIONS, KEYWORDS, PROB_COLUMNS
 from emo_pipeline.core.rejection import DatasetReport, NotADatasetError, Rejection
 
 GROUND_TRUTH = "ground_truth.txt"
+# The warehouse tables read from an Emotion6 folder.
+TABLES = ("emotion6_labels", "emotion6_rejected")
 HEADER = (
     "[image_filename]\t[valence]\t[arousal]\t[prob. anger]\t[prob. disgust]\t[prob. fear]"
     "\t[prob. joy]\t[prob. sadness]\t[prob. surprise]\t[prob. neutral]"

@@ -25,6 +25,8 @@ from emo_pipeline.sources.emotion6 import check_image
 from emo_pipeline.core.emotions import KEYWORDS
 from emo_pipeline.core.rejection import DatasetReport, NotADatasetError, Rejection
 
+# The warehouse tables read from an EmotionROI folder.
+TABLES = ("emotionroi_maps", "emotionroi_split", "emotionroi_rejected")
 SPLIT_FILES = {"train": "training_testing_split/training.txt", "test": "training_testing_split/testing.txt"}
 MAP_COLUMNS = ("image_key", "emotion", "image_path", "esm_path", "width", "height", "esm_mean")
 # DecompressionBombError: PIL refuses images over 2x MAX_IMAGE_PIXELS at open; a rejection like any other.

@@ -8,7 +8,6 @@ metrics and the registered model to MLflow. Defaults come from the profile (`EMO
 
 import dataclasses
 import hashlib
-import json
 import shutil
 from pathlib import Path
 
@@ -17,8 +16,9 @@ import pandas as pd
 import torch
 
 from emo_pipeline.core import metrics
-from emo_pipeline.defs.metadata import png_metadata, table_metadata
-from emo_pipeline.defs.resources import MLflowResource, TorchDeviceResource, WarehouseResource
+from emo_pipeline.defs.shared.gpu import GPU_POOL, GPU_TAGS
+from emo_pipeline.defs.shared.metadata import png_metadata, table_metadata
+from emo_pipeline.defs.shared.resources import MLflowResource, TorchDeviceResource, WarehouseResource
 from emo_pipeline.image_emotion.training import fit_emotion_model
 from emo_pipeline.core.emotions import PROB_COLUMNS
 from emo_pipeline.core.home import emo_home
@@ -28,12 +28,6 @@ from emo_pipeline.core.profiles import EMOTION_MODELS, active_profile, emotion_m
 from emo_pipeline.storage.tracking import log_torch_model
 
 GROUP = "image_models"
-# Steps that train or run torch models: `emo/device` queues them one at a time (dagster.yaml and the
-# executor); on Kubernetes (dagster-k8s executor) the second tag gives their pod one GPU.
-GPU_TAGS = {
-    "emo/device": "gpu",
-    "dagster-k8s/config": json.dumps({"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}),
-}
 REPORTED = ("mse", "chebyshev", "bhattacharyya", "kl", "top1")
 
 
@@ -114,7 +108,7 @@ def emotion_model_asset(name: str) -> dg.AssetsDefinition:
             dg.AssetSpec(predictions_key, group_name=GROUP, deps=[model_key], kinds={"parquet"},
                          description=f"{name}'s predicted 7-way distribution for every Emotion6 image."),
         ],
-        op_tags=GPU_TAGS,
+        op_tags=GPU_TAGS, pool=GPU_POOL,
     )
     def _asset(context: dg.AssetExecutionContext, config: EmotionModelOverrides, warehouse: WarehouseResource,
                mlflow: MLflowResource, torch_device: TorchDeviceResource):
@@ -180,4 +174,4 @@ def emotion_model_asset(name: str) -> dg.AssetsDefinition:
     return _asset
 
 
-EMOTION_MODEL_ASSETS = [emotion_model_asset(name) for name in EMOTION_MODELS["demo"]]
+defs = dg.Definitions(assets=[emotion_model_asset(name) for name in EMOTION_MODELS["demo"]])

@@ -6,8 +6,10 @@ and attaches row counts, schemas, previews and plots. The blocking checks live i
 
 import dagster as dg
 
-from emo_pipeline.defs.metadata import png_metadata, rejected_metadata, table_metadata
-from emo_pipeline.defs.resources import DataRoots, WarehouseResource
+from emo_pipeline.defs.shared.metadata import png_metadata, rejected_metadata, table_metadata
+from emo_pipeline.defs.shared.resources import DataRoots, WarehouseResource
+from emo_pipeline.sources import emotion6 as emotion6_source
+from emo_pipeline.sources import emotionroi as emotionroi_source
 from emo_pipeline.sources.emotion6 import TIE_RULE, read_emotion6
 from emo_pipeline.sources.emotionroi import read_emotionroi
 from emo_pipeline.core.plots import emotion_profile_png, split_png
@@ -24,8 +26,9 @@ def _spec(name: str, description: str, deps: list[str] | None = None) -> dg.Asse
 
 @dg.multi_asset(
     specs=[
-        _spec("emotion6_labels", "Emotion6 images with valence, arousal, the 7 probabilities and the dominant emotion."),
-        _spec("emotion6_rejected", "Emotion6 records that could not be read: file, line, field, reason."),
+        _spec(table, description) for table, description in zip(emotion6_source.TABLES, (
+            "Emotion6 images with valence, arousal, the 7 probabilities and the dominant emotion.",
+            "Emotion6 records that could not be read: file, line, field, reason."))
     ],
     name="emotion6",
 )
@@ -82,9 +85,10 @@ def emotion6_split(context: dg.AssetExecutionContext, config: SplitConfig, wareh
 
 @dg.multi_asset(
     specs=[
-        _spec("emotionroi_maps", "EmotionROI images paired with their emotion stimuli maps (ESM)."),
-        _spec("emotionroi_split", "EmotionROI's own train/test split, from training_testing_split/."),
-        _spec("emotionroi_rejected", "EmotionROI records that could not be read: file, line, field, reason."),
+        _spec(table, description) for table, description in zip(emotionroi_source.TABLES, (
+            "EmotionROI images paired with their emotion stimuli maps (ESM).",
+            "EmotionROI's own train/test split, from training_testing_split/.",
+            "EmotionROI records that could not be read: file, line, field, reason."))
     ],
     name="emotionroi",
 )

@@ -8,9 +8,9 @@ the same average on new images.
 
 import dagster as dg
 
-from emo_pipeline.defs.emotion_models import GROUP, REPORTED, split_metrics
-from emo_pipeline.defs.metadata import table_metadata
-from emo_pipeline.defs.resources import MLflowResource, WarehouseResource
+from emo_pipeline.defs.image_emotion.torch_models import GROUP, REPORTED, split_metrics
+from emo_pipeline.defs.shared.metadata import table_metadata
+from emo_pipeline.defs.shared.resources import MLflowResource, WarehouseResource
 from emo_pipeline.image_emotion.ensemble import fit_ensemble
 from emo_pipeline.core.home import emo_home
 from emo_pipeline.storage.model_store import ModelCard, save_card
@@ -75,3 +75,6 @@ def ensemble(context: dg.AssetExecutionContext, config: EnsembleConfig, warehous
     })
     yield dg.MaterializeResult(asset_key=f"{ENSEMBLE}_predictions",
                                metadata=table_metadata(result.predictions, predictions_path))
+
+
+defs = dg.Definitions(assets=[ensemble])

@@ -11,7 +11,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from emo_pipeline.defs.resources import DataRoots, WarehouseResource
+from emo_pipeline.defs.shared.resources import DataRoots, WarehouseResource
 from emo_pipeline.sources.emotion6 import LABEL_COLUMNS, count_data_lines
 from emo_pipeline.sources.emotionroi import MAP_COLUMNS, count_source_images
 from emo_pipeline.core.emotions import PROB_COLUMNS
@@ -153,7 +153,7 @@ def vg_boxes_inside(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     return _result(outside == 0, f"{outside} boxes outside their image", outside=int(outside))
 
 
-RAW_CHECKS = [
+CHECKS = [
     schema_check("emotion6_labels", LABEL_COLUMNS),
     unique_key_check("emotion6_labels", ["image_key"]),
     files_exist_check("emotion6_labels", ["image_path"]),

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 
 from emo_pipeline.core import metrics
-from emo_pipeline.defs.ensemble import CANDIDATES, ENSEMBLE
-from emo_pipeline.defs.metadata import png_metadata, table_metadata
-from emo_pipeline.defs.resources import WarehouseResource
+from emo_pipeline.defs.image_emotion.ensemble import CANDIDATES, ENSEMBLE
+from emo_pipeline.defs.shared.metadata import png_metadata, table_metadata
+from emo_pipeline.defs.shared.resources import WarehouseResource
 from emo_pipeline.image_emotion.dominant import MAJORITY, accuracy_table, labelled_split, majority_predictions
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
 from emo_pipeline.core.plots import metrics_bars_png
@@ -122,4 +122,5 @@ def distribution_rows(warehouse: WarehouseResource) -> dg.AssetCheckResult:
                                            f"{'all' if finite else 'NOT all'} metrics finite")
 
 
-EVALUATION_CHECKS = [accuracy_rows, distribution_rows]
+defs = dg.Definitions(assets=[dominant_emotion_accuracy, emotion_distribution_metrics],
+                      asset_checks=[accuracy_rows, distribution_rows])

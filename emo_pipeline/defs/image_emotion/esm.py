@@ -23,8 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from emo_pipeline.defs.emotion_models import (
-    GPU_TAGS,
+from emo_pipeline.defs.image_emotion.torch_models import (
     REPORTED,
     EmotionModelOverrides,
     checkpoint_dir,
@@ -33,8 +32,9 @@ from emo_pipeline.defs.emotion_models import (
     log_fitted_model,
     set_overrides,
 )
-from emo_pipeline.defs.metadata import png_metadata, table_metadata
-from emo_pipeline.defs.resources import MLflowResource, TorchDeviceResource, WarehouseResource
+from emo_pipeline.defs.shared.gpu import GPU_POOL, GPU_TAGS
+from emo_pipeline.defs.shared.metadata import png_metadata, table_metadata
+from emo_pipeline.defs.shared.resources import MLflowResource, TorchDeviceResource, WarehouseResource
 from emo_pipeline.core.emotions import PROB_COLUMNS
 from emo_pipeline.image_emotion.esm import MapInput, fit_esm_model, fit_esm_resnet
 from emo_pipeline.core.home import emo_home
@@ -93,7 +93,7 @@ class ESMModelOverrides(dg.Config):
                                     "px, trained on EmotionROI (weights, model card, MLflow registered model).")
            for key in FCN_KEYS],
     can_subset=True,
-    op_tags=GPU_TAGS,
+    op_tags=GPU_TAGS, pool=GPU_POOL,
 )
 def esm_model(context: dg.AssetExecutionContext, config: ESMModelOverrides, warehouse: WarehouseResource,
               mlflow: MLflowResource, torch_device: TorchDeviceResource):
@@ -130,7 +130,7 @@ def esm_model(context: dg.AssetExecutionContext, config: ESMModelOverrides, ware
                          options={"fc_channels": settings.fc_channels, "trunk_width": settings.trunk_width},
                          profile=active_profile(), weights_source=fitted.weights.source)
         weights_path = save_torch_model(emo_home().models, card, fitted.model)
-        # Resume checkpoints only serve an interrupted run (see defs/emotion_models.py).
+        # Resume checkpoints only serve an interrupted run (see defs/image_emotion/torch_models.py).
         shutil.rmtree(checkpoints.parent, ignore_errors=True)
         context.log.info(f"{name}: finished; weights at {weights_path}, checkpoints removed")
 
@@ -224,7 +224,7 @@ class ESMResNetOverrides(EmotionModelOverrides):
         dg.AssetSpec(ESM_RESNET_PREDICTIONS, group_name=GROUP, deps=[ESM_RESNET_MODEL], kinds={"parquet"},
                      description="The ESM-ResNet's predicted 7-way distribution for every Emotion6 image."),
     ],
-    op_tags=GPU_TAGS,
+    op_tags=GPU_TAGS, pool=GPU_POOL,
 )
 def esm_resnet(context: dg.AssetExecutionContext, config: ESMResNetOverrides, warehouse: WarehouseResource,
                mlflow: MLflowResource, torch_device: TorchDeviceResource):
@@ -329,4 +329,7 @@ def esm_resnet_predictions_valid(warehouse: WarehouseResource) -> dg.AssetCheckR
         f"distributions"))
 
 
-ESM_CHECKS = [*(check for key in FCN_KEYS for check in _fcn_checks(key)), esm_resnet_predictions_valid]
+defs = dg.Definitions(
+    assets=[esm_model, esm_resnet],
+    asset_checks=[*(check for key in FCN_KEYS for check in _fcn_checks(key)), esm_resnet_predictions_valid],
+)

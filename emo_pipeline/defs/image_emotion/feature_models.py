@@ -20,9 +20,9 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from emo_pipeline.defs.emotion_models import REPORTED, frame_fingerprint
-from emo_pipeline.defs.metadata import png_metadata, table_metadata
-from emo_pipeline.defs.resources import MLflowResource, WarehouseResource
+from emo_pipeline.defs.image_emotion.torch_models import REPORTED, frame_fingerprint
+from emo_pipeline.defs.shared.metadata import png_metadata, table_metadata
+from emo_pipeline.defs.shared.resources import MLflowResource, WarehouseResource
 from emo_pipeline.image_emotion.dominant import PREDICTION_COLUMNS
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
 from emo_pipeline.image_emotion.feature_ridge import FeatureRidgeConfig, fit_feature_ridge
@@ -291,4 +291,5 @@ def feature_ridge_predictions_valid(warehouse: WarehouseResource) -> dg.AssetChe
         f"{not_distributions} rows that are not distributions"))
 
 
-IMAGE_MODEL_CHECKS = [svm_predictions_cover_split, feature_ridge_predictions_valid]
+defs = dg.Definitions(assets=[svm, feature_ridge],
+                      asset_checks=[svm_predictions_cover_split, feature_ridge_predictions_valid])

@@ -9,8 +9,8 @@ import time
 import dagster as dg
 import numpy as np
 
-from emo_pipeline.defs.metadata import png_metadata, rejected_metadata
-from emo_pipeline.defs.resources import WarehouseResource
+from emo_pipeline.defs.shared.metadata import png_metadata, rejected_metadata
+from emo_pipeline.defs.shared.resources import WarehouseResource
 from emo_pipeline.image_emotion.features import (
     CIECAM02_ATTRIBUTES,
     CIECAM02_RANGES,
@@ -137,4 +137,5 @@ def features_histograms(warehouse: WarehouseResource) -> dg.AssetCheckResult:
                    max_sum_error=worst)
 
 
-FEATURE_CHECKS = [features_cover_labels, features_finite, features_histograms]
+defs = dg.Definitions(assets=[emotion6_features],
+                      asset_checks=[features_cover_labels, features_finite, features_histograms])
