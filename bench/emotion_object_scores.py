@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from emo_pipeline.objects.emotion_to_objects import score_objects, score_sql
 from emo_pipeline.core.emotions import EMOTIONS
+from emo_pipeline.objects.emotion_to_objects import score_objects, score_sql
 
 IMAGES = 108_077
 MEAN_OBJECTS = 35

@@ -319,7 +319,8 @@ def print_table(rows: list[dict], root: Path, size: int) -> None:
     print(f"Visual Genome ingest, {counts['images']:,} images, {counts['objects']:,} objects, "
           f"{counts['relationships']:,} relationships, {counts['attributes']:,} attribute rows; "
           f"{size / 1e9:.2f} GB of JSON in {root}")
-    header = f"{'method':<31}" + "".join(f"{h:>{w}}" for h, w, _, _ in COLUMNS) + f"{'objects':>11}{'relationships':>15}"
+    header = (f"{'method':<31}" + "".join(f"{h:>{w}}" for h, w, _, _ in COLUMNS)
+              + f"{'objects':>11}{'relationships':>15}")
     print(header)
     print("-" * len(header))
     for row in rows:

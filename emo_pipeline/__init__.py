@@ -1,7 +1,9 @@
 """emo_pipeline: from images to emotions and from emotions to images, as a Dagster code location.
 
-The package root holds the library (readers, synthetic world, store, ...), which never imports
-dagster; `emo_pipeline.defs` is the Dagster layer built on top of it.
+The library is one package per stage of the pipeline (`sources`, `image_emotion`, `detection`,
+`datasets`, `objects`, `scenes`, with `storage`, `synthetic`, `models` and `core` beside them) and
+never imports dagster; `emo_pipeline.defs` is the Dagster layer built on top of it, one module or
+folder per stage, merged in `emo_pipeline.definitions`.
 """
 
 from emo_pipeline.core.home import emo_home

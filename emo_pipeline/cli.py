@@ -6,16 +6,49 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
+from emo_pipeline.core.emotions import EMOTIONS
 from emo_pipeline.core.rejection import DatasetReport, NotADatasetError
 
 if TYPE_CHECKING:
     import numpy as np
 
     from emo_pipeline.storage.warehouse import Warehouse
+
+PROG = "emo-pipeline"
+
+
+class UserError(Exception):
+    """Something the user gave (a path, a query, a model name, a weight) that the command refuses: `main`
+    prints it as one line on stderr, `emo-pipeline <command>: <message>`, and returns 2."""
+
+
+@contextmanager
+def refusing(*errors: type[Exception], context: str = "") -> Iterator[None]:
+    """Turn the library's errors of these types, raised inside the block, into a UserError."""
+    try:
+        yield
+    except errors as exc:
+        raise UserError(f"{context}{exc}") from exc
+
+
+def refuse(prog: str, message: str) -> int:
+    """The one way every command refuses: one line on stderr, no traceback, exit status 2."""
+    print(f"{prog}: {message}", file=sys.stderr)
+    return 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's own refusals (no command, an unknown choice, a value of the wrong type, a missing
+    argument) in the same one line, without the usage block; they exit 2 from inside argparse, as
+    `--help` exits 0."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.exit(refuse(self.prog, f"error: {message} (see {self.prog} --help)"))
 
 
 def _inspectors() -> dict[str, Callable[[Path], DatasetReport]]:
@@ -27,11 +60,8 @@ def _inspectors() -> dict[str, Callable[[Path], DatasetReport]]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    try:
+    with refusing(NotADatasetError, context=f"not a {args.dataset} folder: "):
         report = _inspectors()[args.dataset](Path(args.path))
-    except NotADatasetError as exc:
-        print(f"emo-pipeline inspect: not a {args.dataset} folder: {exc}", file=sys.stderr)
-        return 2
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
         return 0
@@ -49,13 +79,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     from emo_pipeline.synthetic import write_world
 
-    # write_world reports each data set as it is written, and the total at the end.
-    try:
+    # write_world reports each data set as it is written, and the total at the end. OSError: --out under
+    # a file, not writable, disk full.
+    with refusing(OSError, context=f"cannot write the world to {args.out}: "):
         write_world(Path(args.out), seed=args.seed, scale=args.scale, images=not args.no_images,
                     progress=lambda line: print(line, flush=True))
-    except OSError as exc:  # --out under a file, not writable, disk full: name it, no traceback
-        print(f"emo-pipeline synth: cannot write the world to {args.out}: {exc}", file=sys.stderr)
-        return 2
     return 0
 
 
@@ -78,16 +106,13 @@ def cmd_sql(args: argparse.Namespace) -> int:
     from emo_pipeline.storage.warehouse import ReadOnlyViolation
 
     try:
-        warehouse = open_warehouse(args)
-        if args.refresh:
-            warehouse.refresh_views()
-        result = warehouse.query(args.query)
-    except (ReadOnlyViolation, OSError, ValueError) as exc:  # OSError: also an unreachable object store
-        print(f"emo-pipeline sql: {exc}", file=sys.stderr)
-        return 2
+        with refusing(ReadOnlyViolation, OSError, ValueError):  # OSError: also an unreachable object store
+            warehouse = open_warehouse(args)
+            if args.refresh:
+                warehouse.refresh_views()
+            result = warehouse.query(args.query)
     except duckdb.Error as exc:
-        print(f"emo-pipeline sql: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        raise UserError(f"{type(exc).__name__}: {exc}") from exc
     if args.format == "csv":
         result.to_csv(sys.stdout, index=False)
     elif args.format == "json":
@@ -98,18 +123,14 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from emo_pipeline.storage.model_store import ModelNotFound
     from emo_pipeline.image_emotion.predict import default_model, predict_images, validation_scores
 
     models_dir = models_folder(args)
-    try:
+    with refusing(OSError, ValueError):  # OSError: also ModelNotFound
         model = args.model or default_model(models_dir, validation_scores(open_warehouse(args)))
         prediction = predict_images(args.images, model, models_dir)
-    except (ModelNotFound, OSError, ValueError) as exc:
-        print(f"emo-pipeline predict: {exc}", file=sys.stderr)
-        return 2
     for path, why in prediction.failed.items():
-        print(f"emo-pipeline predict: skipped {path}: {why}", file=sys.stderr)
+        print(f"{PROG} predict: skipped {path}: {why}", file=sys.stderr)
     if args.json:
         print(json.dumps(prediction.to_json(), indent=2))
     elif prediction.paths:
@@ -119,37 +140,41 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def add_emotion_flags(parser: argparse.ArgumentParser) -> None:
-    """--anger ... --neutral: the weights of a target distribution (missing ones are 0)."""
-    from emo_pipeline.core.emotions import EMOTIONS
-
+    """--anger ... --neutral: the weights of a target distribution, one float option per emotion."""
     group = parser.add_argument_group("target distribution (missing emotions are 0, the rest renormalised)")
     for emotion in EMOTIONS:
-        group.add_argument(f"--{emotion}", type=float, metavar="W")
+        group.add_argument(f"--{emotion}", type=float, metavar="W", help=f"the weight of {emotion}")
+    parser.set_defaults(takes_distribution=True)
 
 
-def distribution_from_args(args: argparse.Namespace, extras: Sequence[str]) -> np.ndarray:
-    """The normalised 7-way distribution of the emotion flags; ValueError names a bad flag or weight."""
-    from emo_pipeline.objects.emotion_to_objects import distribution_vector
-    from emo_pipeline.core.emotions import EMOTIONS
-
-    weights = {e: getattr(args, e) for e in EMOTIONS if getattr(args, e) is not None}
+def unrecognized(args: argparse.Namespace, extras: Sequence[str]) -> UserError:
+    """The refusal of arguments no option of the command takes: on a command with emotion flags, an
+    unknown `--<name>` is named as an unknown emotion, with the 7 it accepts."""
+    if not getattr(args, "takes_distribution", False):
+        return UserError(f"error: unrecognized arguments: {' '.join(extras)} (see {PROG} {args.command} --help)")
+    names: list[str] = []
     takes_value = False
     for flag in extras:
         if flag.startswith("--"):
-            weights[flag[2:].split("=", 1)[0]] = 0.0  # an unknown emotion name: distribution_vector names it
+            names.append(flag[2:].split("=", 1)[0])
             takes_value = "=" not in flag
         elif takes_value:
             takes_value = False  # the value of that unknown flag
         else:
-            raise ValueError(f"unexpected argument {flag!r}: give weights as --<emotion> W, e.g. --joy 0.7")
-    return distribution_vector(weights)
+            return UserError(f"unexpected argument {flag!r}: give weights as --<emotion> W, e.g. --joy 0.7")
+    return UserError(f"unknown emotion(s) {', '.join(map(repr, sorted(set(names))))}: "
+                     f"choose from {', '.join(EMOTIONS)}")
 
 
 def emotion_request(args: argparse.Namespace) -> np.ndarray:
-    """The target distribution of the emotion flags, and -k checked (the `objects` and `scene` commands)."""
-    distribution = distribution_from_args(args, args.extras)
+    """The normalised 7-way distribution of the emotion flags, and -k checked (the `objects` and `scene`
+    commands); UserError names a bad weight."""
+    from emo_pipeline.objects.emotion_to_objects import distribution_vector
+
+    with refusing(ValueError):
+        distribution = distribution_vector({e: getattr(args, e) for e in EMOTIONS if getattr(args, e) is not None})
     if args.k < 1:
-        raise ValueError(f"-k must be at least 1, got {args.k}")
+        raise UserError(f"-k must be at least 1, got {args.k}")
     return distribution
 
 
@@ -161,18 +186,13 @@ def models_folder(args: argparse.Namespace) -> Path:
 
 def cmd_objects(args: argparse.Namespace) -> int:
     from emo_pipeline.objects.emotion_to_objects import rank_with_mlp, rank_with_scores
-    from emo_pipeline.core.emotions import EMOTIONS
-    from emo_pipeline.storage.model_store import ModelNotFound
 
-    try:
-        distribution = emotion_request(args)
+    distribution = emotion_request(args)
+    with refusing(OSError, ValueError):  # OSError: also ModelNotFound
         if args.model == "mlp":
             ranked = rank_with_mlp(models_folder(args), distribution, args.k, args.dataset)
         else:
             ranked = rank_with_scores(open_warehouse(args), distribution, args.k, args.dataset)
-    except (ModelNotFound, OSError, ValueError) as exc:
-        print(f"emo-pipeline objects: {exc}", file=sys.stderr)
-        return 2
     target = {e: round(float(v), 4) for e, v in zip(EMOTIONS, distribution) if v > 0}
     if args.json:
         print(json.dumps({"dataset": args.dataset, "model": args.model, "distribution": target,
@@ -185,26 +205,22 @@ def cmd_objects(args: argparse.Namespace) -> int:
 
 
 def cmd_scene(args: argparse.Namespace) -> int:
-    from emo_pipeline.core.emotions import EMOTIONS
     from emo_pipeline.core.home import emo_home
-    from emo_pipeline.storage.model_store import ModelNotFound, load_torch_model
-    from emo_pipeline.objects.objects_to_emotion import object_critic
-    from emo_pipeline.scenes.composer import ComposerConfig, compose_scene, load_statistics, write_scene
+    from emo_pipeline.objects.objects_to_emotion import object_critic, object_model_name
     from emo_pipeline.objects.word_vectors import load_glove
+    from emo_pipeline.scenes.composer import ComposerConfig, compose_scene, load_statistics, write_scene
+    from emo_pipeline.storage.model_store import load_torch_model
 
-    try:
-        distribution = emotion_request(args)
+    distribution = emotion_request(args)
+    with refusing(OSError, ValueError):  # OSError: also ModelNotFound
         try:
             stats = load_statistics(open_warehouse(args), "b")
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"{exc}; materialize the `objects` and `scenes` groups first") from exc
-        model, _ = load_torch_model(models_folder(args), "objects_emotion_fc_b")
+        model, _ = load_torch_model(models_folder(args), object_model_name("fc", "b"))  # the critic
         critic = object_critic(model, "fc", load_glove(emo_home().word_vectors))
         scene = compose_scene(stats, distribution, ComposerConfig(k=args.k), args.seed, critic)
         paths = write_scene(scene, stats, Path(args.out), args.name)
-    except (ModelNotFound, OSError, ValueError) as exc:
-        print(f"emo-pipeline scene: {exc}", file=sys.stderr)
-        return 2
     graph = scene.to_json(stats)
     if args.json:
         print(json.dumps({**graph, "files": {k: str(v) for k, v in paths.items()}}, indent=2))
@@ -227,7 +243,7 @@ def add_warehouse_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="emo-pipeline", description=__doc__)
+    parser = Parser(prog=PROG, description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     inspect = commands.add_parser("inspect", help="read a data set folder and report counts and rejected records")
@@ -270,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     objects.add_argument("--json", action="store_true", help="print one JSON object")
     add_warehouse_flags(objects)
     objects.add_argument("--models", help="models folder (default: $EMO_HOME/models)")
-    objects.set_defaults(run=cmd_objects, takes_extras=True)
+    objects.set_defaults(run=cmd_objects)
 
     scene = commands.add_parser("scene", help="compose a scene (objects, layout, label map) for a distribution",
                                 description="e.g. emo-pipeline scene --joy 0.8 --surprise 0.2 -k 8 --out scenes/")
@@ -282,18 +298,21 @@ def build_parser() -> argparse.ArgumentParser:
     scene.add_argument("--json", action="store_true", help="print the scene graph as JSON")
     add_warehouse_flags(scene)
     scene.add_argument("--models", help="models folder (default: $EMO_HOME/models)")
-    scene.set_defaults(run=cmd_scene, takes_extras=True)
+    scene.set_defaults(run=cmd_scene)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit status. Every user-facing error, from any command, is handled here."""
     parser = build_parser()
+    # parse_args, but the refusal of what no option takes is worded here: it names unknown emotions.
     args, extras = parser.parse_known_args(argv)
-    # Commands with emotion flags report an unknown emotion name themselves, naming the 7 they accept.
-    if extras and not getattr(args, "takes_extras", False):
-        parser.error(f"unrecognized arguments: {' '.join(extras)}")
-    args.extras = extras
-    return args.run(args)
+    try:
+        if extras:
+            raise unrecognized(args, extras)
+        return args.run(args)
+    except UserError as exc:
+        return refuse(f"{PROG} {args.command}", str(exc))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from emo_pipeline.defs import automation, datasets, detection, image_emotion, ob
 from emo_pipeline.defs.shared.resources import (
     DataRoots,
     MLflowResource,
+    ModelStoreResource,
     TorchDeviceResource,
     WarehouseResource,
     WordVectorsResource,
@@ -59,6 +60,7 @@ defs = dg.Definitions.merge(
         resources={
             "data_roots": DataRoots.from_environment(),
             "warehouse": WarehouseResource.from_environment(),
+            "models": ModelStoreResource.from_environment(),
             "mlflow": MLflowResource.from_environment(),
             "torch_device": TorchDeviceResource(),
             "word_vectors": WordVectorsResource(),

@@ -1,10 +1,12 @@
-"""Shared fixtures: the real data sets beside the checkout, a fresh EMO_HOME per test session."""
+"""Shared fixtures: the real data sets beside the checkout, a fresh EMO_HOME per test session, the
+synthetic worlds (each written once a session) and the `objects` run on them."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,20 +18,32 @@ def shared_datasets() -> Path:
     return Path(os.environ.get("EMO_SHARED_DATASETS", PROJECT_ROOT.parent / "shared" / "datasets"))
 
 
+def _real_data_set(folder: str, marker: str, name: str) -> Path:
+    """The real data set in `folder` of the shared datasets, or a skip that says where it was looked for."""
+    path = shared_datasets() / folder
+    if not (path / marker).is_file():
+        pytest.skip(f"the real {name} is not at {path} (set EMO_SHARED_DATASETS to the datasets folder)")
+    return path
+
+
 @pytest.fixture(scope="session")
 def real_emotion6() -> Path:
-    path = shared_datasets() / "Emotion6"
-    if not (path / "ground_truth.txt").is_file():
-        pytest.skip(f"the real Emotion6 is not at {path} (set EMO_SHARED_DATASETS to the datasets folder)")
-    return path
+    return _real_data_set("Emotion6", "ground_truth.txt", "Emotion6")
 
 
 @pytest.fixture(scope="session")
 def real_vg_sample() -> Path:
-    path = shared_datasets() / "visual_genome_sample"
-    if not (path / "objects.json").is_file():
-        pytest.skip(f"the real Visual Genome sample is not at {path} (set EMO_SHARED_DATASETS)")
-    return path
+    return _real_data_set("visual_genome_sample", "objects.json", "Visual Genome sample")
+
+
+REAL_DATA_FIXTURES = {"real_emotion6", "real_vg_sample"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that reads the real data sets, through one of their fixtures, is marked `real_data`."""
+    for item in items:
+        if REAL_DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.real_data)
 
 
 @contextlib.contextmanager
@@ -75,38 +89,68 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory):
         os.environ["EMO_HOME"] = previous
 
 
+WORLD_SEED = 11
+
+WorldFactory = Callable[..., Path]
+
+
 @pytest.fixture(scope="session")
-def objects_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def world_factory(tmp_path_factory: pytest.TempPathFactory) -> WorldFactory:
+    """`world_factory(seed=11, scale="demo", images=True)`: the synthetic world of that seed, scale and
+    picture setting, written the first time a test asks for it and shared by the whole session.
+
+    The worlds are read-only: a test that changes one works on a copy (`world_copy`).
+    """
+    from emo_pipeline.synthetic import write_world
+
+    worlds: dict[tuple[int, str, bool], Path] = {}
+
+    def world_of(seed: int = WORLD_SEED, scale: str = "demo", images: bool = True) -> Path:
+        key = (seed, scale, images)
+        if key not in worlds:
+            root = tmp_path_factory.mktemp(f"world_{seed}_{scale}" + ("" if images else "_annotations"))
+            write_world(root, seed=seed, scale=scale, images=images)
+            worlds[key] = root
+        return worlds[key]
+
+    return world_of
+
+
+@pytest.fixture(scope="session")
+def world(world_factory: WorldFactory) -> Path:
+    """The demo world of seed 11 with all its pictures, shared by the session (read-only)."""
+    return world_factory()
+
+
+@pytest.fixture
+def world_copy(world: Path, tmp_path: Path) -> Path:
+    """A copy of the session's world that the test may change."""
+    return Path(shutil.copytree(world, tmp_path / "world"))
+
+
+@pytest.fixture(scope="session")
+def objects_run(tmp_path_factory: pytest.TempPathFactory, world_factory: WorldFactory) -> dict:
     """The `objects` and `scenes` groups materialized on the planted datasets A and B of a demo world.
 
     Returns the warehouse (`store`), the world folder, the asset check results by name, the word
     vectors and the MLflow folder; models and scenes go to the session's EMO_HOME.
     """
-    import dagster as dg
-
-    from emo_pipeline.definitions import defs
-    from emo_pipeline.defs.shared.resources import MLflowResource, WarehouseResource, WordVectorsResource
-    from emo_pipeline.synthetic import write_world
+    from emo_pipeline.defs.shared.resources import WordVectorsResource
     from emo_pipeline.objects.word_vectors import load_glove
+    from emo_pipeline_tests.materialize import group_keys, materialize, project_resources
     from emo_pipeline_tests.planted_datasets import write_planted_datasets
 
     tmp = tmp_path_factory.mktemp("objects")
-    world = tmp / "world"
-    write_world(world, seed=11, scale="demo", images=False)
+    world = world_factory(images=False)
     store = write_planted_datasets(world, tmp / "warehouse")
-    resources = {**defs.resources, "warehouse": WarehouseResource(root=str(store.root)),
-                 "mlflow": MLflowResource(root=str(tmp / "mlflow")),
-                 "word_vectors": WordVectorsResource(cache_dir=str(tmp / "word_vectors"))}
-    definitions = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, resources=resources)
-    graph = definitions.resolve_asset_graph()
-    keys = [k for k in graph.get_all_asset_keys() if graph.get(k).group_name in ("objects", "scenes")]
+    resources = project_resources(world, tmp, word_vectors=WordVectorsResource(cache_dir=str(tmp / "word_vectors")))
+    keys = group_keys("objects", "scenes")
     config = {"ops": {
         **{k.to_user_string(): {"config": {"epochs": 20}} for k in keys
            if k.to_user_string().startswith("objects_emotion_")},
         **{f"emotion_objects_mlp_{d}": {"config": {"epochs": 4, "normalisations": ["count_share", "box_area"]}}
            for d in "ab"}}}
-    result = definitions.resolve_implicit_global_asset_job_def().execute_in_process(
-        asset_selection=keys, run_config=config, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    result = materialize(resources, keys, run_config=config)
     assert result.success
     checks = {e.event_specific_data.check_name: e.event_specific_data.passed for e in result.all_events
               if e.event_type_value == "ASSET_CHECK_EVALUATION"}

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from emo_pipeline.datasets.build import build_dataset_a, build_dataset_b, shard_images, shard_keys
-from emo_pipeline.detection.detector import DETECTION_COLUMNS
-from emo_pipeline.sources.emotion6 import read_emotion6
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
+from emo_pipeline.datasets.build import build_dataset_a, build_dataset_b, shard_images, shard_keys
+from emo_pipeline.detection.detect import DETECTION_COLUMNS
+from emo_pipeline.sources.emotion6 import read_emotion6
+from emo_pipeline.sources.visual_genome import VG_TABLES, ingest_visual_genome
 from emo_pipeline.storage.warehouse import Warehouse
 from emo_pipeline.synthetic import read_planted_vg
-from emo_pipeline.sources.visual_genome import VG_TABLES, ingest_visual_genome
 
 
 def planted_predictions(world: Path) -> pd.DataFrame:

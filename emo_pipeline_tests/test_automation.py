@@ -16,10 +16,9 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from emo_pipeline.definitions import defs
 from emo_pipeline.defs import automation
 from emo_pipeline.defs.datasets import VG_PREDICTIONS, VG_SHARDS
-from emo_pipeline.defs.shared.resources import DataRoots
 from emo_pipeline.sources.emotion6 import GROUND_TRUTH
 from emo_pipeline.sources.fingerprints import MISSING, fingerprint_folder
-from emo_pipeline.synthetic import write_world
+from emo_pipeline_tests.materialize import data_roots
 
 REPO = defs.get_repository_def()
 GRAPH = defs.resolve_asset_graph()
@@ -112,17 +111,8 @@ def test_fingerprint_sees_sizes_times_contents_and_skips_hidden_files(tmp_path: 
     assert fingerprint_folder(tmp_path / "absent").digest == MISSING
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("world")
-    write_world(out, seed=11, scale="demo")
-    return out
-
-
 def _tick(world: Path, cursor: str | None) -> dg.SensorResult:
-    data_roots = DataRoots(emotion6_dir=str(world / "Emotion6"), emotionroi_dir=str(world / "EmotionROI"),
-                           vg_dir=str(world / "VG"))
-    context = dg.build_sensor_context(cursor=cursor, resources={"data_roots": data_roots})
+    context = dg.build_sensor_context(cursor=cursor, resources={"data_roots": data_roots(world)})
     result = automation.data_roots_sensor(context)
     assert isinstance(result, dg.SensorResult) and result.cursor
     return result
@@ -150,7 +140,8 @@ def _rewrite_one_value_in_place(path: Path) -> None:
     assert path.stat().st_size == stat.st_size
 
 
-def test_sensor_requests_the_raw_assets_of_the_data_set_that_changed(world: Path):
+def test_sensor_requests_the_raw_assets_of_the_data_set_that_changed(world_copy: Path):
+    world = world_copy  # the test changes its data sets
     first = _tick(world, None)
     assert _requested(first) == []  # the first look only records
     recorded = json.loads(first.cursor)

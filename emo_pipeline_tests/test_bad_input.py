@@ -24,14 +24,14 @@ import pytest
 from PIL import Image
 
 from emo_pipeline.cli import main
+from emo_pipeline.core.emotions import PROB_COLUMNS
+from emo_pipeline.core.rejection import NotADatasetError, Rejection
 from emo_pipeline.datasets.build import resolve_image_paths
+from emo_pipeline.image_emotion.image_data import load_rgb
 from emo_pipeline.sources.emotion6 import GROUND_TRUTH, check_image, read_emotion6
 from emo_pipeline.sources.emotionroi import SPLIT_FILES, read_emotionroi
-from emo_pipeline.core.emotions import PROB_COLUMNS
-from emo_pipeline.image_emotion.image_data import load_rgb
-from emo_pipeline.core.rejection import NotADatasetError, Rejection
-from emo_pipeline.storage.warehouse import Warehouse
 from emo_pipeline.sources.visual_genome import read_visual_genome
+from emo_pipeline.storage.warehouse import Warehouse
 
 # A file of 100M pixels is over PIL's warning limit (89M) but under its refusal limit (179M): it is a
 # valid picture and the readers take it; PIL's warning about it is expected here.
@@ -39,17 +39,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarn
 
 
 # ------------------------------------------------------------------------------------------------
-# Fixtures: one synthetic world, small copies of it, damaged image files
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo world (Emotion6 and EmotionROI with their images; Visual Genome annotations only)."""
-    from emo_pipeline.synthetic import write_world
-
-    root = tmp_path_factory.mktemp("bad_input_world")
-    write_world(root, seed=11, scale="demo", images=False)
-    return root
+# Fixtures: one synthetic world (`world`, the session's, read-only: each case damages a small copy of
+# it), damaged image files
 
 
 def jpeg_bytes(mode: str = "RGB", size: tuple[int, int] = (40, 30), color: object = (200, 40, 40)) -> bytes:
@@ -658,8 +649,8 @@ def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained small CNN saved with its card: enough to run `predict` end to end."""
     import torch
 
-    from emo_pipeline.storage.model_store import ModelCard, save_torch_model
     from emo_pipeline.models import build_model
+    from emo_pipeline.storage.model_store import ModelCard, save_torch_model
 
     torch.manual_seed(0)
     model, _ = build_model("small_cnn")

@@ -25,7 +25,8 @@ def test_inspect_real_emotion6_as_json(real_emotion6: Path):
 def test_inspect_lists_rejections_and_still_exits_zero(tmp_path: Path):
     from emo_pipeline_tests.test_emotion6 import GOOD_ROWS, make_folder
 
-    root = make_folder(tmp_path / "Emotion6", GOOD_ROWS + ["joy/7.jpg\t5\t5\t0.5\t0.5"], images=["anger/1.jpg", "joy/1.jpg", "fear/2.jpg"])
+    root = make_folder(tmp_path / "Emotion6", GOOD_ROWS + ["joy/7.jpg\t5\t5\t0.5\t0.5"],
+                       images=["anger/1.jpg", "joy/1.jpg", "fear/2.jpg"])
     run = emo("inspect", "emotion6", str(root))
     assert run.returncode == 0
     assert "emotion6: 3 valid images, 1 rejected records" in run.stdout
@@ -61,3 +62,39 @@ def test_sql_prints_results_and_refuses_writes(tmp_path: Path):
 
     missing = emo("sql", "--warehouse", str(warehouse.root), "SELECT * FROM nothing_here")
     assert missing.returncode == 2 and "CatalogException" in missing.stderr
+
+
+@pytest.mark.parametrize("command", ["objects", "scene"])
+def test_help_lists_one_weight_option_per_emotion(command: str):
+    from emo_pipeline.core.emotions import EMOTIONS
+
+    run = emo(command, "--help")
+    assert run.returncode == 0, run.stderr
+    for emotion in EMOTIONS:
+        assert f"--{emotion} W" in run.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "prefix", "message"),
+    [
+        pytest.param(["objects", "--joy", "lots"], "emo-pipeline objects: error: ",
+                     "argument --joy: invalid float value: 'lots'", id="not-a-number"),
+        pytest.param(["objects", "--happiness", "1"], "emo-pipeline objects: ",
+                     "unknown emotion(s) 'happiness': choose from anger, disgust, fear, joy, sadness, surprise, "
+                     "neutral", id="unknown-emotion"),
+        pytest.param(["scene", "--joy", "1"], "emo-pipeline scene: error: ",
+                     "the following arguments are required: --out", id="missing-required"),
+        pytest.param(["sql", "SELECT 1", "--bogus"], "emo-pipeline sql: error: ",
+                     "unrecognized arguments: --bogus", id="unknown-option"),
+        pytest.param(["paint"], "emo-pipeline: error: ", "invalid choice: 'paint'", id="unknown-command"),
+        pytest.param([], "emo-pipeline: error: ", "the following arguments are required: command", id="no-command"),
+    ],
+)
+def test_a_refused_command_line_is_one_line_and_exit_status_2(tmp_path: Path, argv: list[str], prefix: str,
+                                                               message: str):
+    run = emo(*argv, "--warehouse", str(tmp_path / "none")) if argv[:1] == ["objects"] else emo(*argv)
+    assert run.returncode == 2
+    assert run.stdout == ""
+    (line,) = run.stderr.strip().splitlines()
+    assert line.startswith(prefix) and message in line, line
+    assert "Traceback" not in run.stderr and "usage:" not in run.stderr

@@ -2,52 +2,31 @@
 
 import shutil
 
-import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
 
-from emo_pipeline.datasets.build import SHARDS, predict_shard, resolve_image_paths, shard_keys
-from emo_pipeline.definitions import defs
-from emo_pipeline.defs.shared.resources import DataRoots, MLflowResource, WarehouseResource
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
 from emo_pipeline.core.home import emo_home
+from emo_pipeline.datasets.build import SHARDS, predict_shard, resolve_image_paths, shard_keys
+from emo_pipeline.defs.shared.resources import WarehouseResource
 from emo_pipeline.storage.model_store import card_version, load_card
 from emo_pipeline.storage.warehouse import Warehouse
-from emo_pipeline.synthetic import write_world
+from emo_pipeline_tests.materialize import materialize, project_resources
 
 FULL_RANGE = {"dagster/asset_partition_range_start": shard_keys()[0],
               "dagster/asset_partition_range_end": shard_keys()[-1]}
 PREDICTIONS = "vg_emotion_predictions"
 
 
-def _definitions(resources: dict) -> dg.Definitions:
-    return dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, resources=resources)
-
-
-def _run(resources: dict, keys: list[str], tags: dict | None = None, run_config: dict | None = None):
-    job = _definitions(resources).resolve_implicit_global_asset_job_def()
-    return job.execute_in_process(asset_selection=[dg.AssetKey(k) for k in keys], tags=tags or {},
-                                  run_config=run_config or {}, instance=dg.DagsterInstance.ephemeral(),
-                                  raise_on_error=False)
-
-
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory):
-    """A synthetic world ingested, with the small CNN trained and scored (the default model of dataset B)."""
+def ingested(world, tmp_path_factory: pytest.TempPathFactory):
+    """The session's world ingested, with the small CNN trained and scored (the default model of dataset B)."""
     tmp = tmp_path_factory.mktemp("datasets")
-    world = tmp / "world"
-    write_world(world, seed=11, scale="demo")
-    resources = {
-        **defs.resources,
-        "data_roots": DataRoots(emotion6_dir=str(world / "Emotion6"), emotionroi_dir=str(world / "EmotionROI"),
-                                vg_dir=str(world / "VG")),
-        "warehouse": WarehouseResource(root=str(tmp / "warehouse")),
-        "mlflow": MLflowResource(root=str(tmp / "mlflow")),
-    }
+    resources = project_resources(world, tmp)
     keys = ["emotion6_labels", "emotion6_rejected", "emotion6_split", "vg_images", "vg_objects", "vg_relationships",
             "vg_attributes", "vg_rejected", "small_cnn_model", "small_cnn_predictions", "emotion_distribution_metrics"]
-    result = _run(resources, keys, run_config={"ops": {"small_cnn": {"config": {"epochs": 2}}}})
+    result = materialize(resources, keys, run_config={"ops": {"small_cnn": {"config": {"epochs": 2}}}})
     assert result.success
     return tmp, resources
 
@@ -60,15 +39,16 @@ def _with_warehouse(resources: dict, root) -> dict:
     return {**resources, "warehouse": WarehouseResource(root=str(root))}
 
 
-def test_a_crashed_run_resumes_without_redoing_finished_shards(world):
-    tmp, base = world
+@pytest.mark.slow
+def test_a_crashed_run_resumes_without_redoing_finished_shards(ingested):
+    tmp, base = ingested
     crashed = _with_warehouse(base, tmp / "crashed")
     store = crashed["warehouse"].get()
     # A folder where shard_05's file must go makes the rename fail there: the run dies mid-way, as on a
     # full disk, after shards 00-04 were written.
     blocker = store.partition_path(PREDICTIONS, "shard_05")
     blocker.mkdir(parents=True)
-    first = _run(crashed, [PREDICTIONS], FULL_RANGE)
+    first = materialize(crashed, [PREDICTIONS], tags=FULL_RANGE)
     assert not first.success
     done = {key: store.partition_path(PREDICTIONS, key) for key in shard_keys()[:5]}
     assert all(path.is_file() for path in done.values())
@@ -76,7 +56,7 @@ def test_a_crashed_run_resumes_without_redoing_finished_shards(world):
     stamps = {key: path.stat().st_mtime_ns for key, path in done.items()}
 
     blocker.rmdir()
-    second = _run(crashed, [PREDICTIONS], FULL_RANGE)
+    second = materialize(crashed, [PREDICTIONS], tags=FULL_RANGE)
     assert second.success
     assert {key: path.stat().st_mtime_ns for key, path in done.items()} == stamps  # not redone
     event = second.get_asset_materialization_events()[0]  # one per shard, the same metadata on each
@@ -84,7 +64,7 @@ def test_a_crashed_run_resumes_without_redoing_finished_shards(world):
     assert event.materialization.metadata["images_kept_from_earlier_run"].value == kept
 
     clean = _with_warehouse(base, tmp / "uninterrupted")
-    assert _run(clean, [PREDICTIONS], FULL_RANGE).success
+    assert materialize(clean, [PREDICTIONS], tags=FULL_RANGE).success
     resumed = store.read_table(PREDICTIONS).sort_values("image_id").reset_index(drop=True)
     straight = clean["warehouse"].get().read_table(PREDICTIONS).sort_values("image_id").reset_index(drop=True)
     pd.testing.assert_frame_equal(resumed, straight)
@@ -92,11 +72,12 @@ def test_a_crashed_run_resumes_without_redoing_finished_shards(world):
     assert set(resumed["model"]) == {"small_cnn"}  # the only scored model is the best one
 
 
-def test_dataset_b_covers_every_image_and_answers_sql(world):
-    tmp, base = world
+@pytest.mark.slow
+def test_dataset_b_covers_every_image_and_answers_sql(ingested):
+    tmp, base = ingested
     resources = _with_warehouse(base, tmp / "dataset_b")
-    assert _run(resources, [PREDICTIONS], FULL_RANGE).success
-    result = _run(resources, ["dataset_b", "dataset_b_objects", "dataset_b_relationships"])
+    assert materialize(resources, [PREDICTIONS], tags=FULL_RANGE).success
+    result = materialize(resources, ["dataset_b", "dataset_b_objects", "dataset_b_relationships"])
     assert result.success
     checks = result.get_asset_check_evaluations()
     assert {c.check_name for c in checks} >= {"every_image_once", "distributions_sum_to_one"}
@@ -122,10 +103,12 @@ def test_dataset_b_covers_every_image_and_answers_sql(world):
     assert top["n"].sum() == len(images)
 
 
-def test_images_without_a_file_keep_their_row(world, tmp_path):
-    _, base = world
+@pytest.mark.slow
+def test_images_without_a_file_keep_their_row(ingested, tmp_path):
+    _, base = ingested
     images = pd.DataFrame({"image_id": [1, 2, 3], "image_path": [None, str(tmp_path / "gone.jpg"), None]})
-    images.loc[2, "image_path"] = str(base["data_roots"].vg() / base["warehouse"].get().read_table("vg_images")["image_path"].iloc[0])
+    first_image = base["warehouse"].get().read_table("vg_images")["image_path"].iloc[0]
+    images.loc[2, "image_path"] = str(base["data_roots"].vg() / first_image)
     models = emo_home().models
     card = load_card(models, "small_cnn")
     frame = predict_shard(images, card, models, card_version(models, "small_cnn"))
@@ -146,8 +129,9 @@ def test_image_paths_stay_inside_the_data_root(tmp_path):
     assert resolved["image_path"].iloc[1:].isna().all()
 
 
-def test_dataset_a_joins_labels_and_detections(world, tmp_path):
-    _, base = world
+@pytest.mark.slow
+def test_dataset_a_joins_labels_and_detections(ingested, tmp_path):
+    _, base = ingested
     resources = _with_warehouse(base, tmp_path / "dataset_a")
     store = resources["warehouse"].get()
     labels = store.read_table("emotion6_labels")
@@ -158,7 +142,7 @@ def test_dataset_a_joins_labels_and_detections(world, tmp_path):
     rows += [(key, None, None, None, None, None, None) for key in labels["image_key"].iloc[1:]]
     detections = pd.DataFrame(rows, columns=["image_key", "object", "confidence", "x", "y", "w", "h"])
     store.write_table("emotion6_detections", detections.astype({"object": "string"}))
-    result = _run(resources, ["dataset_a", "dataset_a_objects"])
+    result = materialize(resources, ["dataset_a", "dataset_a_objects"])
     assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
 
     table = store.read_table("dataset_a").set_index("image_key")

@@ -10,10 +10,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from emo_pipeline.defs.shared.resources import DataRoots, WarehouseResource
-from emo_pipeline.definitions import defs
 from emo_pipeline.core.home import PROJECT_ROOT
-from emo_pipeline.synthetic import write_world
+from emo_pipeline.definitions import defs
+from emo_pipeline_tests.conftest import pipeline_env
+from emo_pipeline_tests.materialize import materialize, project_resources
 
 RAW_ASSETS = {
     "emotion6_labels", "emotion6_rejected", "emotion6_split",
@@ -22,21 +22,17 @@ RAW_ASSETS = {
 }
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("world")
-    write_world(out, seed=11, scale="demo")
-    return out
-
-
 def test_all_definitions_load():
     dg.Definitions.validate_loadable(defs)
     keys = {key.to_user_string() for key in defs.resolve_all_asset_keys()}
-    assert RAW_ASSETS <= keys
+    assert keys >= RAW_ASSETS
     assert defs.resolve_job_def("raw_job") is not None
     graph = defs.resolve_asset_graph()
-    blocking = [graph.get_check_spec(k).blocking for k in graph.asset_check_keys]
-    assert len(blocking) >= 15 and all(blocking)
+    warnings = sorted(k.to_user_string() for k in graph.asset_check_keys if not graph.get_check_spec(k).blocking)
+    # Only the checks meant as warnings let the graph go on when they fail (docs/operations.md lists them).
+    assert len(graph.asset_check_keys) >= 40
+    assert warnings == ["esm_fcn8s_32:beats_mean_map", "esm_fcn8s_64:beats_mean_map",
+                        "object_emotion_metrics:fc_beats_train_mean"]
     groups = {graph.get(key).group_name for key in graph.get_all_asset_keys()}
     assert {"raw", "features", "image_models", "esm", "evaluation", "detection", "datasets", "objects"} <= groups
     # `make demo` runs this job, then the shards, then dataset_b_job: together they cover every asset once.
@@ -44,9 +40,66 @@ def test_all_definitions_load():
         {key.to_user_string() for key in defs.resolve_job_def(job).asset_layer.selected_asset_keys}
         for job in ("unsharded_job", "dataset_b_job"))
     assert keys - unsharded == after_shards | {"vg_emotion_predictions"} and not unsharded & after_shards
-    assert {"dataset_b", "dataset_b_objects", "dataset_b_relationships", "objects_emotion_fc_b", "emotion_objects_mlp_b",
-            "emotion_object_scores", "emotion_object_metrics"} <= after_shards
+    assert {"dataset_b", "dataset_b_objects", "dataset_b_relationships", "objects_emotion_fc_b",
+            "emotion_objects_mlp_b", "emotion_object_scores", "emotion_object_metrics"} <= after_shards
     assert {"objects_emotion_fc_a", "emotion_objects_mlp_a"} <= unsharded
+
+
+def _project_imports() -> dict[str, set[str]]:
+    """Each module of the package -> the package modules it imports (at any depth of its code)."""
+    package = PROJECT_ROOT / "emo_pipeline"
+    modules = {".".join(("emo_pipeline", *p.relative_to(package).with_suffix("").parts)).removesuffix(".__init__"): p
+               for p in package.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                # `from package import module` depends on the module, `from module import name` on the module.
+                found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                          for a in node.names}
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def test_no_import_cycles():
+    """Every import between the project's modules points one way (a package imports its modules, never
+    the reverse through another module)."""
+    graph = _project_imports()
+    state: dict[str, str] = {}
+    cycles = []
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for target in sorted(graph[module]):
+            # A module importing its own package's __init__ is the package's business, not a cycle.
+            if module.startswith(f"{target}."):
+                continue
+            if state.get(target) == "open":
+                cycles.append(" -> ".join([*path[path.index(target):], target]))
+            elif target not in state:
+                visit(target, [*path, target])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert cycles == []
+
+
+def test_stage_defs_import_only_the_shared_module():
+    """A stage's defs module imports the library, the shared Dagster pieces and its own stage folder, never
+    another stage's defs."""
+    offenders = []
+    for module, imports in _project_imports().items():
+        if not module.startswith("emo_pipeline.defs.") or module.startswith("emo_pipeline.defs.shared"):
+            continue
+        stage = module.split(".")[2]
+        offenders += [f"{module} imports {target}" for target in imports
+                      if target.startswith("emo_pipeline.defs.") and target.split(".")[2] not in ("shared", stage)]
+    assert offenders == []
 
 
 def test_the_library_never_imports_dagster():
@@ -66,19 +119,7 @@ def test_the_library_never_imports_dagster():
 
 def test_raw_group_materializes_and_its_checks_pass(world: Path, tmp_path: Path):
     warehouse_root = tmp_path / "warehouse"
-    test_defs = dg.Definitions(
-        assets=defs.assets,
-        asset_checks=defs.asset_checks,
-        resources={
-            **defs.resources,
-            "data_roots": DataRoots(emotion6_dir=str(world / "Emotion6"), emotionroi_dir=str(world / "EmotionROI"),
-                                    vg_dir=str(world / "VG")),
-            "warehouse": WarehouseResource(root=str(warehouse_root)),
-        },
-    )
-    job = test_defs.resolve_implicit_global_asset_job_def()
-    selection = [dg.AssetKey(name) for name in sorted(RAW_ASSETS)]
-    result = job.execute_in_process(asset_selection=selection, instance=dg.DagsterInstance.ephemeral())
+    result = materialize(project_resources(world, tmp_path), sorted(RAW_ASSETS), raise_on_error=True)
     assert result.success
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert materialized == RAW_ASSETS
@@ -96,16 +137,10 @@ def test_raw_group_materializes_and_its_checks_pass(world: Path, tmp_path: Path)
     assert counts["val"] == counts["test"] == round(0.15 * sum(counts.values()))
 
 
+@pytest.mark.slow
 def test_dagster_cli_materializes_the_raw_group(world: Path, tmp_path: Path):
     """What `make demo` runs: `dagster asset materialize` with the multiprocess executor."""
-    env = {
-        **os.environ,
-        "EMO_HOME": str(tmp_path / "home"),
-        "DAGSTER_HOME": str(tmp_path / "home" / "dagster"),
-        "EMO_EMOTION6_DIR": str(world / "Emotion6"),
-        "EMO_EMOTIONROI_DIR": str(world / "EmotionROI"),
-        "EMO_VG_DIR": str(world / "VG"),
-    }
+    env = pipeline_env(tmp_path / "home", world)
     Path(env["DAGSTER_HOME"]).mkdir(parents=True)
     (Path(env["DAGSTER_HOME"]) / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
     dagster = Path(sys.executable).with_name("dagster")
@@ -134,7 +169,8 @@ def test_torch_steps_ask_for_the_gpu_locally_and_on_kubernetes():
     steps = {a.node_def.name: (a.op.tags, a.op.pool, any("pytorch" in s.kinds for s in a.specs))
              for a in defs.assets if isinstance(a, dg.AssetsDefinition)}
     torch_steps = {name for name, (_, _, torch_step) in steps.items() if torch_step}
-    assert {"small_cnn", "esm_model", "object_detector", "vg_emotion_predictions", "objects_emotion_fc_b"} <= torch_steps
+    assert {"small_cnn", "esm_model", "object_detector", "vg_emotion_predictions",
+            "objects_emotion_fc_b"} <= torch_steps
     for name, (tags, pool, torch_step) in steps.items():
         gpu_step = pool == "gpu"
         assert gpu_step or not torch_step, name

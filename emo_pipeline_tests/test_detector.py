@@ -12,18 +12,18 @@ import shutil
 import socket
 from pathlib import Path
 
-import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
 
-from emo_pipeline.detection import detector
-from emo_pipeline.definitions import defs
 from emo_pipeline.defs import detection
-from emo_pipeline.defs.shared.resources import DataRoots, MLflowResource, TorchDeviceResource, WarehouseResource
-from emo_pipeline.synthetic import grammar, write_world
+from emo_pipeline.defs.shared.resources import TorchDeviceResource
+from emo_pipeline.detection import ultralytics_offline, yolo_dataset
+from emo_pipeline.detection.detect import DETECTION_COLUMNS
+from emo_pipeline.synthetic import grammar
+from emo_pipeline_tests.materialize import materialize, project_resources
 
 SEED = 3
 EPOCHS = 8
@@ -65,52 +65,37 @@ def _guard_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return attempts
 
 
-def _job(resources: dict) -> dg.JobDefinition:
-    return dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, resources=resources) \
-        .resolve_implicit_global_asset_job_def()
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory):
+def runs(world_factory, tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("detector")
-    world = tmp / "world"
-    write_world(world, seed=SEED, scale="demo")
-    resources = {
-        **defs.resources,
-        "data_roots": DataRoots(emotion6_dir=str(world / "Emotion6"), emotionroi_dir=str(world / "EmotionROI"),
-                                vg_dir=str(world / "VG")),
-        "warehouse": WarehouseResource(root=str(tmp / "warehouse")),
-        "mlflow": MLflowResource(root=str(tmp / "mlflow")),
-        "torch_device": TorchDeviceResource(device="cpu"),
-    }
-    job = _job(resources)
+    world = world_factory(seed=SEED)
+    resources = project_resources(world, tmp, torch_device=TorchDeviceResource(device="cpu"))
     torch_before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
     cwd = tmp / "cwd"  # anything ultralytics drops in the working directory would show up here
     cwd.mkdir()
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(cwd)
-        patch.delenv(detection.WEIGHTS_ENV, raising=False)
+        patch.delenv("EMO_DETECTOR_WEIGHTS", raising=False)
         attempts = _guard_network(patch)
-        trained = job.execute_in_process(
-            asset_selection=[dg.AssetKey(k) for k in (*VG_ASSETS, "emotion6_labels", "emotion6_rejected",
-                                                       detection.DETECTOR, detection.DETECTIONS)],
+        trained = materialize(
+            resources, (*VG_ASSETS, "emotion6_labels", "emotion6_rejected", detection.DETECTOR, detection.DETECTIONS),
             run_config={"ops": {detection.DETECTOR: {"config": {"epochs": EPOCHS, "imgsz": 160, "seed": SEED}}}},
-            instance=dg.DagsterInstance.ephemeral())
+            raise_on_error=True)
         trained_table = resources["warehouse"].get().read_table(detection.DETECTIONS)
 
         # Second run: the weights saved by the first, given back as a user's file. Training must not run.
         user_weights = tmp / "user" / "my_detector.pt"
         user_weights.parent.mkdir()
-        shutil.copyfile(detection.detector_weights_path(), user_weights)
+        shutil.copyfile(detection.detector_weights_path(resources["models"]), user_weights)
 
         def no_training(*args, **kwargs):
             raise AssertionError("train_detector was called although weights were given")
 
-        patch.setattr(detector, "train_detector", no_training)
-        reused = job.execute_in_process(
-            asset_selection=[dg.AssetKey(detection.DETECTOR), dg.AssetKey(detection.DETECTIONS)],
+        patch.setattr(detection, "train_detector", no_training)
+        reused = materialize(
+            resources, [detection.DETECTOR, detection.DETECTIONS],
             run_config={"ops": {detection.DETECTOR: {"config": {"weights_path": str(user_weights)}}}},
-            instance=dg.DagsterInstance.ephemeral())
+            raise_on_error=True)
     return {"trained": trained, "reused": reused, "trained_table": trained_table, "resources": resources,
             "world": world, "attempts": attempts, "cwd": cwd, "user_weights": user_weights,
             "torch_before": torch_before,
@@ -153,6 +138,7 @@ def planted_recall(detections: pd.DataFrame, scenes: dict, names: set[str], iou:
     return matched, planted
 
 
+@pytest.mark.slow
 def test_runs_succeed_offline_without_stray_files(runs):
     assert runs["trained"].success and runs["reused"].success
     assert runs["attempts"] == []
@@ -169,6 +155,7 @@ def test_runs_succeed_offline_without_stray_files(runs):
     assert runs["torch_after"] == runs["torch_before"]
 
 
+@pytest.mark.slow
 def test_yolo_dataset_has_one_label_file_per_image_and_normalised_boxes(runs):
     metadata = _metadata(runs["trained"], detection.DETECTOR)
     root = Path(metadata["dataset"])
@@ -177,7 +164,7 @@ def test_yolo_dataset_has_one_label_file_per_image_and_normalised_boxes(runs):
     assert names == metadata["classes"]
     objects = runs["resources"]["warehouse"].get().read_table("vg_objects")
     # The demo profile's vocabulary (40 names) covers the synthetic world's object kinds, most frequent first.
-    assert names == detector.vocabulary(objects, 40)
+    assert names == yolo_dataset.vocabulary(objects, 40)
     assert set(names) <= set(objects["name"])
     vg_images = runs["resources"]["warehouse"].get().read_table("vg_images")
     total = 0
@@ -198,6 +185,7 @@ def test_yolo_dataset_has_one_label_file_per_image_and_normalised_boxes(runs):
         objects["name"].isin(names).sum()
 
 
+@pytest.mark.slow
 def test_trained_detector_finds_planted_objects_on_held_out_images(runs):
     metadata = _metadata(runs["trained"], detection.DETECTOR)
     assert metadata["trained"] is True
@@ -224,11 +212,12 @@ def test_trained_detector_finds_planted_objects_on_held_out_images(runs):
     assert recalls["bands"] > recalls["bands_shifted"] + 0.15
 
 
+@pytest.mark.slow
 def test_every_emotion6_image_has_a_row(runs):
     table = runs["trained_table"]
     labels = runs["resources"]["warehouse"].get().read_table("emotion6_labels")
     assert set(table["image_key"]) == set(labels["image_key"])
-    assert list(table.columns) == list(detector.DETECTION_COLUMNS)
+    assert list(table.columns) == list(DETECTION_COLUMNS)
     empty = table[table["object"].isna()]
     assert empty["image_key"].is_unique
     assert not set(empty["image_key"]) & set(table.dropna(subset=["object"])["image_key"])
@@ -244,6 +233,7 @@ def test_every_emotion6_image_has_a_row(runs):
     assert all(c.passed for c in checks)
 
 
+@pytest.mark.slow
 def test_user_weights_are_loaded_and_nothing_is_trained(runs):
     metadata = _metadata(runs["reused"], detection.DETECTOR)
     assert metadata["trained"] is False
@@ -252,12 +242,14 @@ def test_user_weights_are_loaded_and_nothing_is_trained(runs):
     assert "epochs_run" not in metadata
     expected = hashlib.sha256(runs["user_weights"].read_bytes()).hexdigest()
     assert metadata["weights_sha256"] == expected
-    assert hashlib.sha256(detection.detector_weights_path().read_bytes()).hexdigest() == expected
+    installed = detection.detector_weights_path(runs["resources"]["models"])
+    assert hashlib.sha256(installed.read_bytes()).hexdigest() == expected
     # Same weights, same images: the same table.
     again = runs["resources"]["warehouse"].get().read_table(detection.DETECTIONS)
     pd.testing.assert_frame_equal(again, runs["trained_table"], check_exact=False, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_mlflow_records_the_path_taken_metrics_and_weights(runs):
     from mlflow.tracking import MlflowClient
 
@@ -294,9 +286,9 @@ def test_write_yolo_dataset_clips_boxes_skips_missing_files_and_rewrites_in_plac
         "name": ["Dog", "tree", "dog", "dog"],
         "x": [90, 0, 10, 0], "y": [40, 0, 10, 0], "w": [30, 50, 20, 10], "h": [20, 25, 10, 10],
     })
-    assert detector.vocabulary(objects, 1) == ["dog"]
+    assert yolo_dataset.vocabulary(objects, 1) == ["dog"]
     out = tmp_path / "yolo"
-    first = detector.write_yolo_dataset(images, objects, ["dog"], source, out, val_share=0.34, seed=0)
+    first = yolo_dataset.write_yolo_dataset(images, objects, ["dog"], source, out, val_share=0.34, seed=0)
     assert first.missing_images == 1 and sum(first.images.values()) == 3 and first.background_images == 1
     labels = {p.stem: p.read_text() for p in out.glob("labels/*/*.txt")}
     assert set(labels) == {"1", "2", "3"} and labels["3"] == ""
@@ -304,7 +296,7 @@ def test_write_yolo_dataset_clips_boxes_skips_missing_files_and_rewrites_in_plac
     assert labels["1"] == "0 0.950000 0.900000 0.100000 0.200000\n"
     assert labels["2"] == "0 0.200000 0.300000 0.200000 0.200000\n"
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    detector.write_yolo_dataset(images, objects, ["dog"], source, out, val_share=0.34, seed=0)
+    yolo_dataset.write_yolo_dataset(images, objects, ["dog"], source, out, val_share=0.34, seed=0)
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     assert yaml.safe_load((out / "data.yaml").read_text())["path"] == str(out.resolve())
@@ -314,7 +306,7 @@ def test_damaged_images_stay_rejected_after_ultralytics_is_loaded(tmp_path: Path
     """ultralytics patches PIL's open process-wide; the readers must still see PIL's own error."""
     from PIL import Image, UnidentifiedImageError
 
-    detector.prepare_ultralytics()
+    ultralytics_offline.prepare_ultralytics()
     import ultralytics  # noqa: F401  - the import applies the patch
 
     broken = tmp_path / "broken.jpg"

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from emo_pipeline.sources.emotion6 import HEADER, read_emotion6
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
 from emo_pipeline.core.rejection import NotADatasetError
+from emo_pipeline.sources.emotion6 import HEADER, read_emotion6
 
 
 def test_real_emotion6_loads_every_image(real_emotion6: Path):
@@ -91,13 +91,13 @@ def read_damaged(tmp_path: Path, bad_row: str | None = None, images: list[str] |
     [
         ("sadness/4.jpg\t3.0\t4.0\t0.5\t0.5", "row", "expected 10 TAB-separated fields, found 5"),
         ("sadness/4.jpg\t3.0\tabc\t0.5\t0.5\t0\t0\t0\t0\t0", "[arousal]", "'abc' is not a number"),
-        ("sadness/4.jpg\t3.0\t4.0\t0.2\t0.1\t0.1\t0\t0.1\t0\t0", "probabilities", "sum to 0.5, expected 1 within 0.001"),
+        ("sadness/4.jpg\t3.0\t4.0\t0.2\t0.1\t0.1\t0\t0.1\t0\t0", "probabilities", "sum to 0.5, expected 1 within 0.001"),  # noqa: E501
         ("sadness/4.jpg\t3.0\t4.0\t-0.2\t0.6\t0.6\t0\t0\t0\t0", "[prob. anger]", "negative value -0.2"),
         ("sadness/4.jpg\t3.0\t4.0\tnan\t0.5\t0.5\t0\t0\t0\t0", "[prob. anger]", "'nan' is not a finite number"),
-        ("joy/1.jpg\t6.0\t4.0\t0\t0\t0\t1\t0\t0\t0", "[image_filename]", "duplicate key 'joy/1.jpg', first given on line 3"),
+        ("joy/1.jpg\t6.0\t4.0\t0\t0\t0\t1\t0\t0\t0", "[image_filename]", "duplicate key 'joy/1.jpg', first given on line 3"),  # noqa: E501
         ("calm/1.jpg\t6.0\t4.0\t0\t0\t0\t1\t0\t0\t0", "[image_filename]", "unknown keyword folder 'calm'"),
-        ("../secret/1.jpg\t6.0\t4.0\t0\t0\t0\t1\t0\t0\t0", "[image_filename]", "is not of the form <keyword>/<n>.jpg"),
-        ("sadness/9.jpg\t6.0\t4.0\t0\t0\t0\t1\t0\t0\t0", "[image_filename]", "image file missing: images/sadness/9.jpg"),
+        ("../secret/1.jpg\t6.0\t4.0\t0\t0\t0\t1\t0\t0\t0", "[image_filename]", "is not of the form <keyword>/<n>.jpg"),  # noqa: E501
+        ("sadness/9.jpg\t6.0\t4.0\t0\t0\t0\t1\t0\t0\t0", "[image_filename]", "image file missing: images/sadness/9.jpg"),  # noqa: E501
         ("sadness/4.jpg\t12.0\t4.0\t0\t0\t0\t1\t0\t0\t0", "[valence]", "12 is outside the 1-9 scale"),
     ],
 )

@@ -6,32 +6,23 @@ import dagster as dg
 import pytest
 
 from emo_pipeline.definitions import defs
-from emo_pipeline.defs.shared.resources import DataRoots, MLflowResource, WarehouseResource
-from emo_pipeline.synthetic import write_world
+from emo_pipeline_tests.materialize import materialize, project_resources
 
 MODELS = ("small_cnn", "small_cnn_classifier", "resnet18")
 
+# Three torch models trained as assets (minutes on two cores): test_emotion_models.py covers the same
+# training code in the fast loop.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
-def materialized(tmp_path_factory: pytest.TempPathFactory):
+def materialized(world_factory, tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("emotion_models")
-    world = tmp / "world"
-    write_world(world, seed=5, scale="demo")
-    resources = {
-        **defs.resources,
-        "data_roots": DataRoots(emotion6_dir=str(world / "Emotion6"), emotionroi_dir=str(world / "EmotionROI"),
-                                vg_dir=str(world / "VG")),
-        "warehouse": WarehouseResource(root=str(tmp / "warehouse")),
-        "mlflow": MLflowResource(root=str(tmp / "mlflow")),
-    }
-    job = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, resources=resources) \
-        .resolve_implicit_global_asset_job_def()
-    selection = [dg.AssetKey(k) for k in ("emotion6_labels", "emotion6_rejected", "emotion6_split",
-                                          "emotion_distribution_metrics")]
-    selection += [dg.AssetKey(f"{m}_{part}") for m in MODELS for part in ("model", "predictions")]
+    resources = project_resources(world_factory(seed=5), tmp)
+    selection = ["emotion6_labels", "emotion6_rejected", "emotion6_split", "emotion_distribution_metrics"]
+    selection += [f"{m}_{part}" for m in MODELS for part in ("model", "predictions")]
     run_config = {"ops": {"resnet18": {"config": {"epochs": 5}}}}
-    result = job.execute_in_process(asset_selection=selection, run_config=run_config,
-                                    instance=dg.DagsterInstance.ephemeral())
+    result = materialize(resources, selection, run_config=run_config, raise_on_error=True)
     return result, resources
 
 
@@ -83,3 +74,10 @@ def test_metadata_says_how_the_model_was_trained(materialized):
     # The weights stay; the resume checkpoints of a finished run are gone.
     assert Path(metadata["weights"].value).is_file()
     assert not (Path(metadata["weights"].value).parents[1] / "checkpoints" / "resnet18").exists()
+    # The model and its predictions carry the data's fingerprint as data version, and a code version, so
+    # the UI shows them stale when the data or the training code changes.
+    for key in ("resnet18_model", "resnet18_predictions"):
+        assert events[key].materialization.tags["dagster/data_version"] == metadata["data_fingerprint"].value
+    versions = {defs.resolve_assets_def(k).code_versions_by_key[dg.AssetKey(k)] for k in ("resnet18_model",
+                                                                                          "small_cnn_model")}
+    assert len(versions) == 1 and None not in versions  # one training code for every torch image model

@@ -10,6 +10,10 @@ import torch
 from PIL import Image
 
 from emo_pipeline.core import metrics
+from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
+from emo_pipeline.core.splits import stratified_split
+from emo_pipeline.core.train_loop import TrainConfig
+from emo_pipeline.image_emotion.feature_ridge import FeatureRidgeConfig, fit_feature_ridge, predict_distribution
 from emo_pipeline.image_emotion.training import (
     EmotionModelConfig,
     builder_options,
@@ -18,11 +22,8 @@ from emo_pipeline.image_emotion.training import (
     init_output_bias,
     output_layer,
 )
-from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
-from emo_pipeline.image_emotion.feature_ridge import FeatureRidgeConfig, fit_feature_ridge, predict_distribution
-from emo_pipeline.storage.model_store import ModelCard, load_sklearn_model, save_sklearn_model
 from emo_pipeline.models import build_model
-from emo_pipeline.core.splits import stratified_split
+from emo_pipeline.storage.model_store import ModelCard, load_sklearn_model, save_sklearn_model
 
 MEAN = np.array([0.05, 0.1, 0.15, 0.3, 0.2, 0.12, 0.08])
 
@@ -83,7 +84,8 @@ def test_output_layer_must_give_seven_values() -> None:
 
 def test_untrained_fit_predicts_exactly_the_training_mean(image_world, tmp_path: Path) -> None:
     labels, split = image_world
-    config = EmotionModelConfig("small_cnn", size=16, loss="kl", epochs=0, clip_grid=(0.0,), workers=1)
+    config = EmotionModelConfig("small_cnn", size=16, loss="kl", training=TrainConfig(epochs=0), clip_grid=(0.0,),
+                                workers=1)
     fitted = fit_emotion_model(labels, split, config, tmp_path, log=_quiet)
     train_keys = split.loc[split["split"] == "train", "image_key"]
     mean = labels.set_index("image_key").loc[train_keys, list(PROB_COLUMNS)].to_numpy().mean(axis=0)
@@ -113,7 +115,7 @@ def test_clip_distribution_by_hand() -> None:
 
 def test_floor_chosen_on_validation_never_hurts_validation_kl(image_world, tmp_path: Path) -> None:
     labels, split = image_world
-    config = EmotionModelConfig("small_cnn", size=16, loss="mse", epochs=2, batch_size=8, lr=1e-3,
+    config = EmotionModelConfig("small_cnn", size=16, loss="mse", training=TrainConfig(epochs=2, batch_size=8, lr=1e-3),
                                 output_bias="default", workers=1)
     fitted = fit_emotion_model(labels, split, config, tmp_path, log=_quiet)
     scores = fitted.clip_scores

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emo_pipeline.sources.emotionroi import read_emotionroi
 from emo_pipeline.core.rejection import NotADatasetError
+from emo_pipeline.sources.emotionroi import read_emotionroi
 
 
 def make_roi(root: Path, keys: list[str], train: list[str], test: list[str]) -> Path:

@@ -15,15 +15,14 @@ import pytest
 import torch
 
 from emo_pipeline.core import metrics
-from emo_pipeline.definitions import defs
-from emo_pipeline.defs.shared.resources import DataRoots, MLflowResource, WarehouseResource
-from emo_pipeline.image_emotion.training import clip_distribution
 from emo_pipeline.core.emotions import KEYWORDS, PROB_COLUMNS
-from emo_pipeline.image_emotion.esm import MapInput, esm_split, predict_maps
 from emo_pipeline.core.home import emo_home
+from emo_pipeline.image_emotion.esm import esm_split, predict_maps
 from emo_pipeline.image_emotion.image_data import ImagesWithMaps, MirroredPairs
+from emo_pipeline.image_emotion.training import clip_distribution
+from emo_pipeline.models import MapInput
 from emo_pipeline.storage.model_store import load_torch_model
-from emo_pipeline.synthetic import write_world
+from emo_pipeline_tests.materialize import materialize, project_resources
 
 FCN = "esm_fcn8s_32"
 RAW = ("emotion6_labels", "emotion6_rejected", "emotion6_split", "emotionroi_maps", "emotionroi_split",
@@ -31,19 +30,9 @@ RAW = ("emotion6_labels", "emotion6_rejected", "emotion6_split", "emotionroi_map
 
 
 @pytest.fixture(scope="module")
-def materialized(tmp_path_factory: pytest.TempPathFactory):
+def materialized(world_factory, tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("esm")
-    world = tmp / "world"
-    write_world(world, seed=3, scale="demo")
-    resources = {
-        **defs.resources,
-        "data_roots": DataRoots(emotion6_dir=str(world / "Emotion6"), emotionroi_dir=str(world / "EmotionROI"),
-                                vg_dir=str(world / "VG")),
-        "warehouse": WarehouseResource(root=str(tmp / "warehouse")),
-        "mlflow": MLflowResource(root=str(tmp / "mlflow")),
-    }
-    job = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, resources=resources) \
-        .resolve_implicit_global_asset_job_def()
+    resources = project_resources(world_factory(seed=3), tmp)
     instance = dg.DagsterInstance.ephemeral()
     # The suite shares two cores with other work: a second torch thread then only waits for a core,
     # and these small models train several times faster on one.
@@ -51,12 +40,11 @@ def materialized(tmp_path_factory: pytest.TempPathFactory):
     torch.set_num_threads(1)
     try:
         # Two runs, so that the ESM-ResNet, pointed at the 32 px FCN by its config, runs after it.
-        fcn_run = job.execute_in_process(
-            asset_selection=[dg.AssetKey(k) for k in (*RAW, FCN)], instance=instance,
-            run_config={"ops": {"esm_model": {"config": {"epochs": 16}}}})
-        resnet_run = job.execute_in_process(
-            asset_selection=[dg.AssetKey("esm_resnet_model"), dg.AssetKey("esm_resnet_predictions")],
-            instance=instance, run_config={"ops": {"esm_resnet": {"config": {"epochs": 4, "esm_model": FCN}}}})
+        fcn_run = materialize(resources, (*RAW, FCN), instance=instance, raise_on_error=True,
+                              run_config={"ops": {"esm_model": {"config": {"epochs": 16}}}})
+        resnet_run = materialize(resources, ["esm_resnet_model", "esm_resnet_predictions"], instance=instance,
+                                 raise_on_error=True,
+                                 run_config={"ops": {"esm_resnet": {"config": {"epochs": 4, "esm_model": FCN}}}})
     finally:
         torch.set_num_threads(threads)
     return fcn_run, resnet_run, resources
@@ -73,6 +61,7 @@ def _png(markdown: str) -> bytes:
     return base64.b64decode(match.group(1))
 
 
+@pytest.mark.slow
 def test_fcn_beats_the_mean_training_map_on_test(materialized):
     fcn_run, _, _ = materialized
     assert fcn_run.success
@@ -88,6 +77,7 @@ def test_fcn_beats_the_mean_training_map_on_test(materialized):
     assert all(checks.values()), checks
 
 
+@pytest.mark.slow
 def test_predicted_maps_have_the_input_size_and_lie_in_unit_range(materialized):
     _, _, resources = materialized
     model, card = load_torch_model(emo_home().models, FCN)
@@ -105,6 +95,7 @@ def test_predicted_maps_have_the_input_size_and_lie_in_unit_range(materialized):
     assert spread > 0.02 and between > 0.01
 
 
+@pytest.mark.slow
 def test_esm_resnet_predicts_every_image_and_beats_the_train_mean(materialized):
     _, resnet_run, resources = materialized
     assert resnet_run.success
@@ -124,9 +115,10 @@ def test_esm_resnet_predicts_every_image_and_beats_the_train_mean(materialized):
     for name in ("mse", "chebyshev", "kl"):
         assert model[name] < baseline[name], name
     checks = resnet_run.get_asset_check_evaluations()
-    assert [c.check_name for c in checks] == ["distributions_cover_split"] and checks[0].passed
+    assert [c.check_name for c in checks] == ["predictions_cover_split"] and checks[0].passed
 
 
+@pytest.mark.slow
 def test_esm_resnet_reads_the_fcn_map_of_each_image(materialized):
     """The table is the model's output on the map the FCN predicted, and another map changes it."""
     _, _, resources = materialized
@@ -154,6 +146,7 @@ def test_esm_resnet_reads_the_fcn_map_of_each_image(materialized):
     assert change > 1e-3
 
 
+@pytest.mark.slow
 def test_models_are_registered_in_mlflow(materialized):
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -177,6 +170,7 @@ def test_models_are_registered_in_mlflow(materialized):
     assert loaded(torch.zeros(2, 3, 32, 32)).shape == (2, 1, 32, 32)
 
 
+@pytest.mark.slow
 def test_metadata_shows_the_maps_and_how_the_models_were_trained(materialized):
     fcn_run, resnet_run, _ = materialized
     meta = _metadata(fcn_run, FCN)
@@ -234,6 +228,7 @@ def test_a_narrow_trunk_trains_from_scratch_and_says_why():
         build_fcn8s(trunk_width=8, pretrained="required")
 
 
+@pytest.mark.slow
 def test_predict_command_rebuilds_the_esm_resnet_with_its_fcn(materialized):
     """`emo-pipeline predict --model esm_resnet` runs the FCN first and lands on the table's values."""
     from emo_pipeline.image_emotion.predict import predict_images

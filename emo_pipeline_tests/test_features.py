@@ -68,7 +68,8 @@ def test_glcm_matches_the_cooccurrence_definition(tmp_path: Path):
     for distance, angle, offset in ((1, 0, (0, 1)), (2, 0, (0, 2)), (1, 90, (1, 0)), (2, 90, (2, 0))):
         expected = _hand_properties(_hand_glcm(levels, SMALL.glcm_levels, *offset))
         for prop, value in expected.items():
-            assert features[f"glcm_{prop}_d{distance}_a{angle}"] == pytest.approx(value, rel=1e-9), (prop, distance, angle)
+            column = f"glcm_{prop}_d{distance}_a{angle}"
+            assert features[column] == pytest.approx(value, rel=1e-9), (prop, distance, angle)
     # The two diagonals differ on this image; 45 and 135 degrees are one each (either assignment).
     diagonals = {round(_hand_properties(_hand_glcm(levels, SMALL.glcm_levels, 1, dc))["contrast"], 9) for dc in (1, -1)}
     assert {round(features["glcm_contrast_d1_a45"], 9), round(features["glcm_contrast_d1_a135"], 9)} == diagonals
@@ -138,7 +139,8 @@ def test_a_bad_image_is_reported_and_the_table_goes_on(tmp_path: Path):
     table = result.features
     assert list(table["image_key"]) == list(images)  # input order, bad images left out
     assert list(table.columns) == ["image_key", *SMALL.columns()]
-    assert sorted(Path(r.file).name for r in result.rejected) == ["garbage.jpg", "missing.jpg", "tiny.png", "truncated.jpg"]
+    rejected = sorted(Path(r.file).name for r in result.rejected)
+    assert rejected == ["garbage.jpg", "missing.jpg", "tiny.png", "truncated.jpg"]
     assert all(r.field == "image" and r.reason for r in result.rejected)
     assert seen[-1] == (len(keyed), len(keyed))
     values = table.drop(columns="image_key").to_numpy()

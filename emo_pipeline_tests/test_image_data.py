@@ -7,7 +7,14 @@ import pytest
 import torch
 from PIL import Image
 
-from emo_pipeline.image_emotion.image_data import IMAGENET_MEAN, IMAGENET_STD, ImageMaps, ImageTargets, augment_batch, load_rgb
+from emo_pipeline.image_emotion.image_data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageMaps,
+    ImageTargets,
+    augment_batch,
+    load_rgb,
+)
 
 
 @pytest.fixture

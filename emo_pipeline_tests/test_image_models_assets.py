@@ -10,14 +10,13 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from emo_pipeline.defs.shared.resources import DataRoots, MLflowResource, WarehouseResource
-from emo_pipeline.definitions import defs
 from emo_pipeline.core.emotions import PROB_COLUMNS
 from emo_pipeline.core.home import emo_home
-from emo_pipeline.storage.model_store import load_card
+from emo_pipeline.defs.shared.resources import MLflowResource
 from emo_pipeline.image_emotion.predict import predict_images
+from emo_pipeline.storage.model_store import load_card
 from emo_pipeline.storage.warehouse import Warehouse
-from emo_pipeline.synthetic import write_world
+from emo_pipeline_tests.materialize import materialize, project_resources
 
 ASSETS = ["emotion6_labels", "emotion6_rejected", "emotion6_split", "emotion6_features",
           "svm_dominant_emotion", "svm_predictions", "dominant_emotion_accuracy",
@@ -28,22 +27,12 @@ SMALL_GRID = {"c_grid": [1.0, 10.0], "gamma_factors": [0.03, 0.3]}
 
 
 @pytest.fixture(scope="module")
-def materialized(tmp_path_factory: pytest.TempPathFactory):
+def materialized(world_factory, tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("image_models")
-    write_world(root / "world", seed=2, scale="demo")
-    test_defs = dg.Definitions(
-        assets=defs.assets,
-        asset_checks=defs.asset_checks,
-        resources={
-            **defs.resources,
-            "data_roots": DataRoots(emotion6_dir=str(root / "world" / "Emotion6")),
-            "warehouse": WarehouseResource(root=str(root / "warehouse")),
-            "mlflow": MLflowResource(root=str(root / "mlflow"), experiment="test"),
-        },
-    )
-    job = test_defs.resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process(
-        asset_selection=[dg.AssetKey(name) for name in ASSETS], instance=dg.DagsterInstance.ephemeral(),
+    resources = project_resources(world_factory(seed=2), root,
+                                  mlflow=MLflowResource(root=str(root / "mlflow"), experiment="test"))
+    result = materialize(
+        resources, ASSETS, raise_on_error=True,
         run_config={"ops": {"emotion6_features": {"config": SMALL_FEATURES}, "svm": {"config": SMALL_GRID}}})
     return result, root
 
@@ -85,7 +74,8 @@ def test_the_registered_model_reproduces_the_predictions(materialized):
     model_metadata = next(m.metadata for m in result.asset_materializations_for_node("svm")
                           if m.asset_key == dg.AssetKey("svm_dominant_emotion"))
     assert version.run_id == model_metadata["mlflow_run_id"].value
-    assert version.tags["dagster.run_id"] == result.run_id and version.tags["dagster.asset_key"] == "svm_dominant_emotion"
+    assert version.tags["dagster.run_id"] == result.run_id
+    assert version.tags["dagster.asset_key"] == "svm_dominant_emotion"
     run = client.get_run(version.run_id)
     assert run.data.tags["dagster.asset_key"] == "svm_dominant_emotion, svm_predictions"
     assert run.data.tags["dagster.run_id"] == result.run_id

@@ -23,7 +23,6 @@ from emo_pipeline.models import (
     min_input_size,
 )
 
-
 # Captured before any test patches it: torchvision's loader, which reads the cache or else downloads.
 _REAL_HUB_LOADER = torch.hub.load_state_dict_from_url
 

@@ -18,10 +18,10 @@ import pytest
 import s3fs
 from moto.server import ThreadedMotoServer
 
-from emo_pipeline.definitions import defs
-from emo_pipeline.defs.shared.resources import DataRoots, MLflowResource, WarehouseResource
+from emo_pipeline.defs.shared.resources import MLflowResource, WarehouseResource
 from emo_pipeline.storage.warehouse import Warehouse
 from emo_pipeline_tests.conftest import environ
+from emo_pipeline_tests.materialize import group_keys, materialize, project_resources
 from emo_pipeline_tests.planted_datasets import write_planted_datasets
 
 BUCKET = "emo-tables"
@@ -99,14 +99,14 @@ def test_failed_writes_leave_the_previous_object_and_nothing_else(url: str, tmp_
             store.write_query("kept", con, "SELECT CASE WHEN a = 2 THEN error('half way') ELSE a END AS a FROM kept")
     finally:
         con.close()
-    with pytest.raises(RuntimeError, match="crash"):
-        with store.table_outputs(["kept", "other"]) as outputs:
-            pd.DataFrame({"a": [9]}).to_parquet(outputs["kept"])
-            raise RuntimeError("crash before the second table was written")
+    with pytest.raises(RuntimeError, match="crash"), store.table_outputs(["kept", "other"]) as outputs:
+        pd.DataFrame({"a": [9]}).to_parquet(outputs["kept"])
+        raise RuntimeError("crash before the second table was written")
     assert bucket_listing(url) == ["kept.parquet"]
     assert store.read_table("kept")["a"].tolist() == [1, 2]
 
 
+@pytest.mark.slow
 def test_datasets_built_in_s3_are_byte_identical_to_local_ones(objects_run: dict, url: str, tmp_path: Path):
     """The raw tables, the shards and datasets A and B (DuckDB joins over S3) as on local disk."""
     local = objects_run["store"]
@@ -122,22 +122,14 @@ def test_datasets_built_in_s3_are_byte_identical_to_local_ones(objects_run: dict
     assert remote.table_row_count("dataset_b") == local.table_row_count("dataset_b") > 0
 
 
+@pytest.mark.slow
 def test_raw_assets_materialize_into_s3_and_the_cli_queries_them(objects_run: dict, s3: dict[str, str],
                                                                 url: str, tmp_path: Path):
     world, home = objects_run["world"], tmp_path / "home"
     # The resource as a deployment binds it: to EMO_TABLES, read when the run starts.
     with environ(EMO_TABLES=url, EMO_HOME=str(home)):
-        resources = {
-            **defs.resources,
-            "data_roots": DataRoots(emotion6_dir=str(world / "Emotion6"),
-                                    emotionroi_dir=str(world / "EmotionROI"), vg_dir=str(world / "VG")),
-            "warehouse": WarehouseResource.from_environment(),
-        }
-        definitions = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, resources=resources)
-        graph = definitions.resolve_asset_graph()
-        raw = [k for k in graph.get_all_asset_keys() if graph.get(k).group_name == "raw"]
-        result = definitions.resolve_implicit_global_asset_job_def().execute_in_process(
-            asset_selection=raw, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+        resources = project_resources(world, home, warehouse=WarehouseResource.from_environment())
+        result = materialize(resources, group_keys("raw"))
     assert result.success
     checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert checks and all(check.passed for check in checks)

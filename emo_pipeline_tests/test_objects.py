@@ -15,19 +15,18 @@ import torch
 from sklearn.metrics import ndcg_score
 
 from emo_pipeline.cli import main
-from emo_pipeline.defs.objects import object_model_name
+from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
+from emo_pipeline.core.home import emo_home
+from emo_pipeline.models import EmotionObjectMLP
 from emo_pipeline.objects.emotion_to_objects import (
-    EmotionObjectMLP,
     distribution_vector,
     object_targets,
     ranking_sql,
     score_objects,
 )
-from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
-from emo_pipeline.core.home import emo_home
-from emo_pipeline.storage.model_store import load_torch_model
-from emo_pipeline.objects.objects_to_emotion import image_inputs, predict_with_card
+from emo_pipeline.objects.objects_to_emotion import image_inputs, object_model_name, predict_with_card
 from emo_pipeline.objects.ranking import ranking_metrics
+from emo_pipeline.storage.model_store import load_torch_model
 
 
 # --- The score baseline --------------------------------------------------------------------------------
@@ -60,7 +59,8 @@ def test_sql_scores_equal_the_formula_in_numpy():
     train = [0, 2, 3]
     part = score_objects(con, "b", train_keys=train)
     expected = objects[objects["image_id"].isin(train)].groupby("object")["joy"].sum()
-    np.testing.assert_allclose(part[part["emotion"] == "joy"].set_index("object")["score"].loc[expected.index], expected)
+    joy = part[part["emotion"] == "joy"].set_index("object")["score"]
+    np.testing.assert_allclose(joy.loc[expected.index], expected)
 
     # The ranking of a distribution d: sum_e d_e * final(e, o), highest first.
     d = distribution_vector({"joy": 0.7, "surprise": 0.3})
@@ -70,6 +70,7 @@ def test_sql_scores_equal_the_formula_in_numpy():
     assert ranked["object"].tolist() == expected_order.tolist()
 
 
+@pytest.mark.slow
 def test_score_baseline_recovers_the_planted_affinities(objects_run):
     top = objects_run["store"].read_table("top_objects_per_emotion")
     planted = json.loads((objects_run["world"] / "planted_affinities.json").read_text())
@@ -82,6 +83,7 @@ def test_score_baseline_recovers_the_planted_affinities(objects_run):
 
 
 # --- Objects -> emotion -------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_word_vectors_average_multi_word_names_and_report_unknown_ones(objects_run):
     vectors = objects_run["vectors"]
     assert (len(vectors), vectors.dim) == (400_000, 50)
@@ -93,6 +95,7 @@ def test_word_vectors_average_multi_word_names_and_report_unknown_ones(objects_r
     assert isinstance(vectors.kv.vectors, np.memmap)
 
 
+@pytest.mark.slow
 def test_glove_fc_beats_the_train_mean_on_both_data_sets(objects_run):
     table = objects_run["store"].read_table("object_emotion_metrics").set_index(["dataset", "model"])
     for dataset in ("a", "b"):
@@ -103,6 +106,7 @@ def test_glove_fc_beats_the_train_mean_on_both_data_sets(objects_run):
     assert objects_run["checks"]["fc_beats_train_mean"]
 
 
+@pytest.mark.slow
 def test_a_saved_phrase_model_reproduces_its_predictions(objects_run):
     store = objects_run["store"]
     name = object_model_name("lstm", "b")
@@ -115,6 +119,7 @@ def test_a_saved_phrase_model_reproduces_its_predictions(objects_run):
     np.testing.assert_allclose(predicted, table[list(PROB_COLUMNS)].to_numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_registered_model_reproduces_the_assets_predictions(objects_run):
     """Registry convention: the model asset's name, a version per materialization, tagged with its lineage."""
     import mlflow
@@ -186,6 +191,7 @@ def test_the_mlp_is_the_papers_network():
     assert out.shape == (4, 123) and float(out.min()) >= 0 and float(out.max()) <= 1
 
 
+@pytest.mark.slow
 def test_emotion_object_metrics_compare_the_three_rankers(objects_run):
     table = objects_run["store"].read_table("emotion_object_metrics")
     for dataset in ("a", "b"):
@@ -201,6 +207,7 @@ def test_emotion_object_metrics_compare_the_three_rankers(objects_run):
             assert rows.sort_values("k")["recall"].is_monotonic_increasing
 
 
+@pytest.mark.slow
 def test_objects_command(objects_run, capsys):
     warehouse = ["--warehouse", str(objects_run["store"].root)]
     assert main(["objects", "--fear", "1", "-k", "10", "--json", *warehouse]) == 0

@@ -8,14 +8,21 @@ import pytest
 import torch
 from PIL import Image
 
-from emo_pipeline.core import metrics
 from emo_pipeline.cli import main
+from emo_pipeline.core import metrics
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
 from emo_pipeline.image_emotion.ensemble import fit_ensemble
 from emo_pipeline.image_emotion.image_data import load_rgb, normalise
-from emo_pipeline.storage.model_store import ModelCard, ModelNotFound, load_card, load_torch_model, save_card, save_torch_model
-from emo_pipeline.models import build_model
 from emo_pipeline.image_emotion.predict import default_model, predict_images
+from emo_pipeline.models import build_model
+from emo_pipeline.storage.model_store import (
+    ModelCard,
+    ModelNotFound,
+    load_card,
+    load_torch_model,
+    save_card,
+    save_torch_model,
+)
 
 
 @pytest.fixture

@@ -30,14 +30,12 @@ import yaml
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from emo_pipeline.datasets.build import shard_keys
-from emo_pipeline.definitions import defs
-from emo_pipeline.defs.shared.resources import DataRoots, MLflowResource, WarehouseResource
 from emo_pipeline.core.home import PROJECT_ROOT
-from emo_pipeline.storage.warehouse import Warehouse
-from emo_pipeline.synthetic import write_world
 from emo_pipeline.core.train_loop import TrainConfig, seed_everything, train
+from emo_pipeline.datasets.build import shard_keys
+from emo_pipeline.storage.warehouse import Warehouse
 from emo_pipeline_tests.conftest import environ, pipeline_env
+from emo_pipeline_tests.materialize import materialize, project_resources
 
 DAGSTER = Path(sys.executable).with_name("dagster")
 EMOTION6_RAW = ["emotion6_labels", "emotion6_rejected", "emotion6_split"]
@@ -65,36 +63,15 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _resources(world: Path, home: Path) -> dict:
-    return {
-        **defs.resources,
-        "data_roots": DataRoots(emotion6_dir=str(world / "Emotion6"), emotionroi_dir=str(world / "EmotionROI"),
-                                vg_dir=str(world / "VG")),
-        "warehouse": WarehouseResource(root=str(home / "warehouse")),
-        "mlflow": MLflowResource(root=str(home / "mlflow")),
-    }
-
-
-def _run_in_process(resources: dict, keys: list[str], tags: dict | None = None,
-                    run_config: dict | None = None) -> dg.ExecuteInProcessResult:
-    job = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, resources=resources) \
-        .resolve_implicit_global_asset_job_def()
-    return job.execute_in_process(asset_selection=[dg.AssetKey(k) for k in keys], tags=tags or {},
-                                  run_config=run_config or {}, instance=dg.DagsterInstance.ephemeral(),
-                                  raise_on_error=False)
-
-
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A synthetic world with its raw tables ingested, the small CNN trained for one epoch and scored."""
+def base(world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The session's world with its raw tables ingested, the small CNN trained for one epoch and scored."""
     tmp = tmp_path_factory.mktemp("reliability")
-    world = tmp / "world"
-    write_world(world, seed=11, scale="demo")
     home = tmp / "base"
     keys = [*EMOTION6_RAW, *VG_RAW, "small_cnn_model", "small_cnn_predictions", "emotion_distribution_metrics"]
     with _emo_home(home), _torch_threads(1):
-        result = _run_in_process(_resources(world, home), keys,
-                                 run_config={"ops": {"small_cnn": {"config": {"epochs": 1}}}})
+        result = materialize(project_resources(world, home), keys,
+                             run_config={"ops": {"small_cnn": {"config": {"epochs": 1}}}})
     assert result.success
     return {"tmp": tmp, "world": world, "home": home}
 
@@ -147,7 +124,8 @@ class Materialization:
             return self.process.wait(timeout=RUN_TIMEOUT)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"{' '.join(self.command)} ran over {RUN_TIMEOUT} s:\n{self.output()[-3000:]}")
+            raise AssertionError(
+                f"{' '.join(self.command)} ran over {RUN_TIMEOUT} s:\n{self.output()[-3000:]}") from None
 
     def succeed(self) -> str:
         code = self.wait()
@@ -241,7 +219,7 @@ class Reader(threading.Thread):
         except Exception as exc:  # noqa: BLE001 - every failure a user would see is the finding
             self.errors.append(f"{type(exc).__name__}: {exc}")
 
-    def __enter__(self) -> "Reader":
+    def __enter__(self) -> Reader:
         self.start()
         return self
 
@@ -320,6 +298,7 @@ class Killer(threading.Thread):
             os.killpg(self.victim.process.pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_training_resumes_to_identical_weights_and_predictions(base):
     tables = {*EMOTION6_RAW}
     crashed = _new_home(base, "crashed", sorted(tables))
@@ -339,8 +318,8 @@ def test_a_run_killed_mid_training_resumes_to_identical_weights_and_predictions(
         # The uninterrupted reference runs in this process meanwhile (the CLI spends its first tens of
         # seconds importing), with the CLI's single torch thread.
         with _emo_home(straight), _torch_threads(1):
-            reference = _run_in_process(_resources(base["world"], straight), select,
-                                        run_config={"ops": {"small_cnn": {"config": overrides}}})
+            reference = materialize(project_resources(base["world"], straight), select,
+                                    run_config={"ops": {"small_cnn": {"config": overrides}}})
         assert reference.success
         killer.join(timeout=RUN_TIMEOUT)
         assert killer.failure is None, killer.failure
@@ -409,6 +388,7 @@ def test_dropout_draws_resume_where_they_stopped(tmp_path: Path):
 
 # -- 2. two runs at once, a reader meanwhile ------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_concurrent_runs_and_a_reader_see_no_lock_error_and_no_partial_file(base):
     """Emotion6's tables are rewritten by one run while the other ingests Visual Genome into the same
     warehouse and Dagster instance; a reader lists, opens and queries everything all along."""
@@ -432,6 +412,7 @@ def test_concurrent_runs_and_a_reader_see_no_lock_error_and_no_partial_file(base
 
 # -- 3. dataset B's shards in parallel runs against one serial run ---------------------------------------------
 
+@pytest.mark.slow
 def test_shards_predicted_in_parallel_runs_equal_a_serial_run(base):
     """With the single-run backfill policy a partition range is one run and one step, which predicts its
     shards one after another; the multiprocess executor runs steps, not partitions, in parallel. So shards
@@ -447,9 +428,9 @@ def test_shards_predicted_in_parallel_runs_equal_a_serial_run(base):
         runs += [Materialization(base, parallel, [PREDICTIONS], "--partition-range", f"{half[0]}...{half[-1]}")
                  for half in halves]
         with _emo_home(serial), _torch_threads(1):
-            result = _run_in_process(_resources(base["world"], serial), [PREDICTIONS],
-                                     tags={"dagster/asset_partition_range_start": keys[0],
-                                           "dagster/asset_partition_range_end": keys[-1]})
+            result = materialize(project_resources(base["world"], serial), [PREDICTIONS],
+                                 tags={"dagster/asset_partition_range_start": keys[0],
+                                       "dagster/asset_partition_range_end": keys[-1]})
         assert result.success
         logs = [run.succeed() for run in runs]
 

@@ -118,7 +118,7 @@ def test_place_objects_is_deterministic_per_seed_and_varies_across_seeds():
     assert first != other
     for seed in range(5):
         for x, y, w, h in sl.place_objects(names, SCENE_RELATIONS, boxes, np.random.default_rng(seed), tries=8):
-            assert 0.0 <= x and x + w <= 1.0 + 1e-12 and 0.0 <= y and y + h <= 1.0 + 1e-12
+            assert x >= 0.0 and x + w <= 1.0 + 1e-12 and y >= 0.0 and y + h <= 1.0 + 1e-12
             assert w > 0 and h > 0
 
 

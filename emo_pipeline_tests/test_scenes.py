@@ -5,6 +5,7 @@ objects the generator planted for each emotion.
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,15 +13,16 @@ from PIL import Image
 from scipy.stats import entropy
 
 from emo_pipeline.cli import main
-from emo_pipeline.objects.emotion_to_objects import distribution_vector
 from emo_pipeline.core.emotions import EMOTIONS
 from emo_pipeline.core.home import emo_home
-from emo_pipeline.storage.model_store import load_torch_model
+from emo_pipeline.objects.emotion_to_objects import distribution_vector
 from emo_pipeline.objects.objects_to_emotion import object_critic
 from emo_pipeline.scenes.composer import ComposerConfig, compose_scene, load_statistics
 from emo_pipeline.scenes.layout import relation_holds
+from emo_pipeline.storage.model_store import load_torch_model
 
 
+@pytest.mark.slow
 def test_cooccurrence_pmi_relations_and_boxes_match_the_data(objects_run):
     store = objects_run["store"]
     objects = store.read_table("dataset_b_objects", columns=["image_id", "object"]).drop_duplicates()
@@ -46,6 +48,7 @@ def test_cooccurrence_pmi_relations_and_boxes_match_the_data(objects_run):
     assert stats.loc["sky", "cy_mean"] < 0.35 < 0.6 < stats.loc["grass", "cy_mean"]
 
 
+@pytest.mark.slow
 def test_each_emotions_scene_holds_its_planted_objects(objects_run):
     scenes = objects_run["store"].read_table("emotion_scenes").set_index("scene")
     affinity = json.loads((objects_run["world"] / "planted_affinities.json").read_text())["objects"]
@@ -55,14 +58,15 @@ def test_each_emotions_scene_holds_its_planted_objects(objects_run):
         assert len(chosen) == 8
         assert len(chosen & set(most_planted)) >= 3, (emotion, sorted(chosen), most_planted)
     # Every scene's files: a label map whose ids are its objects' class ids, painted where they lie.
-    for name, row in scenes.iterrows():
-        graph = json.loads(open(row["scene_graph"]).read())
+    for _, row in scenes.iterrows():
+        graph = json.loads(Path(row["scene_graph"]).read_text())
         labels = np.array(Image.open(row["label_map"]))
         ids = {o["class_id"] for o in graph["objects"]}
         assert set(np.unique(labels)) <= ids | {0}
         assert [o["name"] for o in graph["objects"]] == list(row["objects"])
 
 
+@pytest.mark.slow
 def test_the_composer_carries_the_emotion_better_than_top_k_and_random(objects_run):
     table = objects_run["store"].read_table("scene_fidelity")
     mean = table.groupby("method")["kl"].mean()
@@ -70,6 +74,7 @@ def test_the_composer_carries_the_emotion_better_than_top_k_and_random(objects_r
     assert mean["composer"] < mean["top_k"] < mean["random"]
 
 
+@pytest.mark.slow
 def test_a_scene_is_deterministic_for_a_seed_and_lays_out_its_relations(objects_run):
     stats = load_statistics(objects_run["store"], "b")
     model, _ = load_torch_model(emo_home().models, "objects_emotion_fc_b")
@@ -82,6 +87,7 @@ def test_a_scene_is_deterministic_for_a_seed_and_lays_out_its_relations(objects_
     assert held.count(False) <= held.count(True)
 
 
+@pytest.mark.slow
 def test_scene_command(objects_run, tmp_path, capsys):
     where = ["--warehouse", str(objects_run["store"].root)]
     argv = ["scene", "--joy", "0.8", "--surprise", "0.2", "-k", "5", "--seed", "7", "--out", str(tmp_path), *where]

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emo_pipeline.sources.emotion6 import read_emotion6
 from emo_pipeline.core.splits import stratified_split
+from emo_pipeline.sources.emotion6 import read_emotion6
 
 
 def test_real_emotion6_split_sizes_and_strata(real_emotion6: Path):

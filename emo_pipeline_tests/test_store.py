@@ -123,10 +123,9 @@ def test_catalog_is_opened_read_only_by_readers(warehouse: Warehouse):
 def test_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path: Path):
     target = tmp_path / "table.parquet"
     pd.DataFrame({"a": [1]}).to_parquet(target)
-    with pytest.raises(RuntimeError):
-        with atomic_output(target) as tmp:
-            tmp.write_bytes(b"half a file")
-            raise RuntimeError("crash in the middle of a write")
+    with pytest.raises(RuntimeError), atomic_output(target) as tmp:
+        tmp.write_bytes(b"half a file")
+        raise RuntimeError("crash in the middle of a write")
     assert pd.read_parquet(target)["a"].tolist() == [1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["table.parquet"]
 

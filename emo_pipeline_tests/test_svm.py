@@ -6,21 +6,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emo_pipeline.image_emotion.dominant import accuracy_table, labelled_split, majority_class, majority_predictions
-from emo_pipeline.sources.emotion6 import read_emotion6
-from emo_pipeline.image_emotion.features import FeatureConfig, feature_table
 from emo_pipeline.core.splits import stratified_split
+from emo_pipeline.image_emotion.dominant import accuracy_table, labelled_split, majority_class, majority_predictions
+from emo_pipeline.image_emotion.features import FeatureConfig, feature_table
 from emo_pipeline.image_emotion.svm import SVMConfig, train_dominant_svm, training_table
-from emo_pipeline.synthetic import write_world
+from emo_pipeline.sources.emotion6 import read_emotion6
 
 CONFIG = FeatureConfig(glcm_size=64, glcm_levels=16, glcm_distances=(1, 2), colour_size=48, colour_bins=10)
 GRID = SVMConfig(c_grid=(1.0, 10.0, 100.0), gamma_factors=(0.03, 0.3))
 
 
 @pytest.fixture(scope="module")
-def table(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
-    out = tmp_path_factory.mktemp("svm_world")
-    write_world(out, seed=5, scale="demo")
+def table(world_factory) -> pd.DataFrame:
+    out = world_factory(seed=5)
     labels = read_emotion6(out / "Emotion6").labels
     split = stratified_split(labels["image_key"], labels["dominant_emotion"], seed=0)
     features = feature_table(zip(labels["image_key"], labels["image_path"]), CONFIG, workers=1)

@@ -103,7 +103,7 @@ def test_summary_and_progress(world_and_progress: tuple[WorldSummary, list[str]]
 def test_emotion6_header_is_the_real_one(world: WorldSummary):
     real = shared_datasets() / "Emotion6" / "ground_truth.txt"
     expected = real.read_bytes().split(b"\n")[0].rstrip(b"\r").decode() if real.is_file() else REAL_HEADER
-    assert HEADER == expected
+    assert expected == HEADER
     text = (world.emotion6 / "ground_truth.txt").read_bytes()
     assert text.split(b"\n")[0].decode() == expected
     assert b"\r" not in text and text.endswith(b"\n")
@@ -183,6 +183,7 @@ def _key_sets(records: list[dict]) -> dict[str, set]:
     return out
 
 
+@pytest.mark.real_data
 @pytest.mark.parametrize("name", VG_JSON)
 def test_vg_keys_match_the_real_files(world: WorldSummary, name: str):
     sample = shared_datasets() / "visual_genome_sample" / name
@@ -234,7 +235,7 @@ def test_vg_images_urls_names_and_borders(world: WorldSummary):
     alias = {}
     for line in (vg / "object_alias.txt").read_text().splitlines():
         canonical, *others = line.split(",")
-        alias.update({other: canonical for other in others})
+        alias.update(dict.fromkeys(others, canonical))
     assert any(n in alias for n in names)  # some objects use a plural alias that maps back
     canonical = {alias.get(n, n) for n in names}
     planted = set(_load(world.planted_affinities)["objects"])

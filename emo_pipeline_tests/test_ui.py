@@ -6,7 +6,8 @@ for the run through the GraphQL API, and opens the plot that `emotion6_labels` c
 metadata. Screenshots of each page stay under the test's tmp_path.
 
 Playwright drives Debian's Chromium (`make browser` installs it); it never downloads a browser of its
-own. Without /usr/bin/chromium the test is skipped.
+own. Without /usr/bin/chromium the test is skipped, with the reason `make browser` gives (it installs
+Chromium only as root). The test is marked `ui`: `make test-fast` leaves it out, `make test` runs it.
 """
 
 from __future__ import annotations
@@ -49,9 +50,18 @@ RUN_TIMEOUT_S = 300  # the raw group's 25 steps take about 1 minute idle, 2.5 mi
 UI_TIMEOUT_MS = 60_000
 VIEWPORT = {"width": 1600, "height": 1000}
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.is_file(),
-    reason=f"no Chromium at {CHROMIUM}: the UI test needs Debian's chromium (`make browser` installs it)")
+
+def _why_no_chromium() -> str:
+    """Why the UI test is skipped: the same reason `make browser` gives when it installs nothing."""
+    if os.geteuid() != 0:
+        return (f"no Chromium at {CHROMIUM}: installing Debian's chromium needs root and `make browser` "
+                "never calls sudo (run `make browser` as root to enable the UI test)")
+    if shutil.which("apt-get") is None:
+        return f"no Chromium at {CHROMIUM} and no apt-get: install Chromium there to run the UI test"
+    return f"no Chromium at {CHROMIUM}: `make browser` installs Debian's chromium"
+
+
+pytestmark = [pytest.mark.ui, pytest.mark.skipif(not CHROMIUM.is_file(), reason=_why_no_chromium())]
 
 
 @dataclass
@@ -162,12 +172,9 @@ def _sigint_not_ignored() -> Iterator[None]:
 
 
 @pytest.fixture
-def dagster_ui(tmp_path: Path) -> Iterator[Server]:
-    """`dagster dev` on a fresh demo world, EMO_HOME and DAGSTER_HOME; stopped even when the test fails."""
-    from emo_pipeline.synthetic import write_world
-
-    world = tmp_path / "world"
-    write_world(world, seed=11, scale="demo")
+def dagster_ui(world: Path, tmp_path: Path) -> Iterator[Server]:
+    """`dagster dev` on the session's demo world with a fresh EMO_HOME and DAGSTER_HOME; stopped even when
+    the test fails."""
     home = tmp_path / "emo_home"
     dagster_home = home / "dagster"
     dagster_home.mkdir(parents=True)

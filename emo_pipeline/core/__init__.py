@@ -1,1 +1,2 @@
-"""Shared building blocks: the emotion vocabulary, metrics, splits, atomic writes, the home folder, profiles, plots and the torch training loop."""
+"""Shared building blocks: the emotion vocabulary, metrics, splits, atomic writes, the home folder,
+profiles, plots and the torch training loop."""

@@ -132,6 +132,29 @@ def train_mean_pairs(labels: pd.DataFrame, split: pd.DataFrame,
     return pairs
 
 
+# The metrics a model asset shows, per split, beside the train mean's.
+REPORTED = ("mse", "chebyshev", "bhattacharyya", "kl", "top1")
+
+
+def split_metrics(predictions: pd.DataFrame, labels: pd.DataFrame,
+                  splits: tuple[str, ...] = ("val", "test")) -> dict[str, dict[str, float]]:
+    """Every metric per split for a model's `predictions` (image_key, split, prob_*) against `labels`,
+    and the train-mean baseline's under `<split>_train_mean`."""
+    model = split_pairs(labels, predictions, splits)
+    baseline = train_mean_pairs(labels, predictions, splits)
+    out = {}
+    for split in splits:
+        out[split] = distribution_metrics(*model[split])
+        out[f"{split}_train_mean"] = distribution_metrics(*baseline[split])
+    return out
+
+
+def flat_scores(scores: dict[str, dict[str, float]], names: tuple[str, ...] = REPORTED) -> dict[str, float]:
+    """{"val": {"kl": .5}} -> {"val_kl": .5}, for the metrics in `names`."""
+    return {f"{split}_{name}": float(values[name]) for split, values in scores.items() for name in names
+            if name in values}
+
+
 # Floors tried on validation: KL punishes a near-zero prediction for an emotion some annotators chose,
 # so raising tiny probabilities helps until it flattens the distribution.
 CLIP_GRID = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05)

@@ -7,10 +7,12 @@ any single value.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
+from emo_pipeline.core.train_loop import TrainConfig
+from emo_pipeline.image_emotion.esm import ESMConfig, ESMResNetConfig
 from emo_pipeline.image_emotion.training import EmotionModelConfig
 from emo_pipeline.objects.emotion_to_objects import MLPConfig
-from emo_pipeline.image_emotion.esm import ESMConfig, ESMResNetConfig
 from emo_pipeline.objects.objects_to_emotion import FAMILIES as OBJECT_FAMILIES
 from emo_pipeline.objects.objects_to_emotion import ObjectEmotionConfig
 
@@ -35,14 +37,16 @@ def active_profile() -> str:
 # and the floor never makes validation KL worse, so a user of the paper profile wants them too; to
 # reproduce the paper's exact procedure set output_bias="default" and clip_grid=(0.0,).
 _PAPER = {
-    "small_cnn": EmotionModelConfig("small_cnn", size=32, loss="mse", epochs=50, lr=1e-3, patience=8),
-    "small_cnn_classifier": EmotionModelConfig("small_cnn_classifier", size=32, loss="ce", epochs=50, lr=1e-3,
-                                               patience=8),
-    "alexnet": EmotionModelConfig("alexnet", size=224, loss="mse", epochs=30, lr=1e-4),
-    "alexnet_classifier": EmotionModelConfig("alexnet_classifier", size=224, loss="ce", epochs=30, lr=1e-4),
-    "vgg19_bn": EmotionModelConfig("vgg19_bn", size=224, loss="mse", epochs=30, lr=1e-4),
-    "resnet101": EmotionModelConfig("resnet101", size=224, loss="mse", epochs=30, lr=1e-4),
-    "resnet18": EmotionModelConfig("resnet18", size=224, loss="mse", epochs=30, lr=1e-4),
+    "small_cnn": EmotionModelConfig("small_cnn", size=32, loss="mse",
+        training=TrainConfig(epochs=50, lr=1e-3, patience=8)),
+    "small_cnn_classifier": EmotionModelConfig("small_cnn_classifier", size=32, loss="ce",
+        training=TrainConfig(epochs=50, lr=1e-3, patience=8)),
+    "alexnet": EmotionModelConfig("alexnet", size=224, loss="mse", training=TrainConfig(epochs=30, lr=1e-4)),
+    "alexnet_classifier": EmotionModelConfig("alexnet_classifier", size=224, loss="ce",
+        training=TrainConfig(epochs=30, lr=1e-4)),
+    "vgg19_bn": EmotionModelConfig("vgg19_bn", size=224, loss="mse", training=TrainConfig(epochs=30, lr=1e-4)),
+    "resnet101": EmotionModelConfig("resnet101", size=224, loss="mse", training=TrainConfig(epochs=30, lr=1e-4)),
+    "resnet18": EmotionModelConfig("resnet18", size=224, loss="mse", training=TrainConfig(epochs=30, lr=1e-4)),
 }
 _DEMO = {
     # Chosen on validation of the real Emotion6 (split seeds 0-2): with 25 epochs the small CNN's
@@ -51,17 +55,21 @@ _DEMO = {
     # are within split noise). About two minutes on two CPU cores. 48 and 64 px inputs and the KL loss
     # did worse on validation within a demo's budget (KL overfits after 3-5 epochs), so it keeps the
     # paper's 32 px and MSE.
-    "small_cnn": EmotionModelConfig("small_cnn", size=32, loss="mse", epochs=25, lr=1e-3, patience=6),
-    "small_cnn_classifier": EmotionModelConfig("small_cnn_classifier", size=32, loss="ce", epochs=15, lr=1e-3,
-                                               patience=4),
-    "resnet18": EmotionModelConfig("resnet18", size=64, loss="mse", epochs=8, lr=1e-3, patience=3),
+    "small_cnn": EmotionModelConfig("small_cnn", size=32, loss="mse",
+        training=TrainConfig(epochs=25, lr=1e-3, patience=6)),
+    "small_cnn_classifier": EmotionModelConfig("small_cnn_classifier", size=32, loss="ce",
+        training=TrainConfig(epochs=15, lr=1e-3, patience=4)),
+    "resnet18": EmotionModelConfig("resnet18", size=64, loss="mse",
+        training=TrainConfig(epochs=8, lr=1e-3, patience=3)),
     # The paper's large models: their fully connected layers (58M-139M parameters) dominate on a CPU,
     # so the demo only shows them training for an epoch or two at the smallest input they accept.
-    "alexnet": EmotionModelConfig("alexnet", size=64, loss="mse", epochs=2, lr=1e-4, patience=2),
-    "alexnet_classifier": EmotionModelConfig("alexnet_classifier", size=64, loss="ce", epochs=2, lr=1e-4,
-                                             patience=2),
-    "vgg19_bn": EmotionModelConfig("vgg19_bn", size=32, loss="mse", epochs=1, lr=1e-4, patience=1),
-    "resnet101": EmotionModelConfig("resnet101", size=64, loss="mse", epochs=2, lr=1e-3, patience=2),
+    "alexnet": EmotionModelConfig("alexnet", size=64, loss="mse", training=TrainConfig(epochs=2, lr=1e-4, patience=2)),
+    "alexnet_classifier": EmotionModelConfig("alexnet_classifier", size=64, loss="ce",
+        training=TrainConfig(epochs=2, lr=1e-4, patience=2)),
+    "vgg19_bn": EmotionModelConfig("vgg19_bn", size=32, loss="mse",
+        training=TrainConfig(epochs=1, lr=1e-4, patience=1)),
+    "resnet101": EmotionModelConfig("resnet101", size=64, loss="mse",
+        training=TrainConfig(epochs=2, lr=1e-3, patience=2)),
 }
 EMOTION_MODELS: dict[str, dict[str, EmotionModelConfig]] = {"paper": _PAPER, "demo": _DEMO}
 
@@ -79,15 +87,18 @@ def emotion_model_config(name: str, profile: str | None = None) -> EmotionModelC
 # narrow fc6/fc7, from scratch, where 3e-4 learns within the epochs a laptop affords and 1e-3 drives
 # the sigmoid into saturation. The ESM-ResNet reads the 64 px FCN's maps in both profiles.
 ESM_SIZES = (32, 64)
-_ESM_PAPER = {f"esm_fcn8s_{size}": ESMConfig(size=size, epochs=50, batch_size=16, lr=1e-4, patience=8)
+_ESM_PAPER = {f"esm_fcn8s_{size}": ESMConfig(size=size,
+    training=TrainConfig(epochs=50, batch_size=16, lr=1e-4, patience=8))
               for size in ESM_SIZES}
-_ESM_DEMO = {f"esm_fcn8s_{size}": ESMConfig(size=size, epochs=30, batch_size=8, lr=3e-4, patience=8, trunk_width=16,
-                                            fc_channels=128)
+_ESM_DEMO = {f"esm_fcn8s_{size}": ESMConfig(size=size, trunk_width=16, fc_channels=128,
+    training=TrainConfig(epochs=30, batch_size=8, lr=3e-4, patience=8))
              for size in ESM_SIZES}
 ESM_MODELS: dict[str, dict[str, ESMConfig]] = {"paper": _ESM_PAPER, "demo": _ESM_DEMO}
 ESM_RESNET: dict[str, ESMResNetConfig] = {
-    "paper": ESMResNetConfig(arch="resnet101", size=224, esm_model="esm_fcn8s_64", epochs=30, lr=1e-4),
-    "demo": ESMResNetConfig(arch="resnet18", size=64, esm_model="esm_fcn8s_64", epochs=8, lr=1e-3, patience=3),
+    "paper": ESMResNetConfig(arch="resnet101", size=224, esm_model="esm_fcn8s_64",
+        training=TrainConfig(epochs=30, lr=1e-4)),
+    "demo": ESMResNetConfig(arch="resnet18", size=64, esm_model="esm_fcn8s_64",
+        training=TrainConfig(epochs=8, lr=1e-3, patience=3)),
 }
 
 
@@ -103,17 +114,17 @@ def esm_resnet_config(profile: str | None = None) -> ESMResNetConfig:
 # Objects -> emotion on GloVe: the paper gives no training settings; Adam with early stopping on the
 # validation split. Emotion -> objects MLP: the paper's Adagrad settings and 50 epochs; the demo's
 # 20 epochs cover most of the validation-loss drop on the synthetic world (still improving slowly).
-_OBJECT_EMOTION_PAPER = {family: ObjectEmotionConfig(family=family, epochs=50, batch_size=64, lr=1e-3, patience=8,
-                                                     hidden=128, max_tokens=200)
+_OBJECT_EMOTION_PAPER = {family: ObjectEmotionConfig(family=family, hidden=128, max_tokens=200,
+    training=TrainConfig(epochs=50, batch_size=64, lr=1e-3, patience=8))
                          for family in OBJECT_FAMILIES}
-_OBJECT_EMOTION_DEMO = {family: ObjectEmotionConfig(family=family, epochs=60, batch_size=32, lr=1e-2, patience=10,
-                                                    hidden=64, max_tokens=80)
+_OBJECT_EMOTION_DEMO = {family: ObjectEmotionConfig(family=family, hidden=64, max_tokens=80,
+    training=TrainConfig(epochs=60, batch_size=32, lr=1e-2, patience=10))
                         for family in OBJECT_FAMILIES}
 OBJECT_EMOTION: dict[str, dict[str, ObjectEmotionConfig]] = {"paper": _OBJECT_EMOTION_PAPER,
                                                              "demo": _OBJECT_EMOTION_DEMO}
 EMOTION_OBJECTS_MLP: dict[str, MLPConfig] = {
-    "paper": MLPConfig(epochs=50, batch_size=64, vocabulary_size=1000),
-    "demo": MLPConfig(epochs=20, batch_size=32, vocabulary_size=1000),
+    "paper": MLPConfig(vocabulary_size=1000, training=replace(MLPConfig().training, epochs=50, batch_size=64)),
+    "demo": MLPConfig(vocabulary_size=1000, training=replace(MLPConfig().training, epochs=20, batch_size=32)),
 }
 
 

@@ -141,7 +141,8 @@ def train(
     on_epoch: Callable[[EpochRecord], None] | None = None,
     augment: BatchTransform | None = None,
 ) -> TrainResult:
-    """Train `model` in place (Adam, or Adagrad when configured), keeping checkpoints in `checkpoint_dir`; returns what happened.
+    """Train `model` in place (Adam, or Adagrad when configured), keeping checkpoints in `checkpoint_dir`;
+    returns what happened.
 
     `augment` transforms each training batch of inputs with the loop's generator (seeded and
     checkpointed with the run, so a resumed run draws the same augmentations).

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
-from emo_pipeline.storage.model_store import ModelCard
 from emo_pipeline.image_emotion.predict import RunOptions, card_distributions
+from emo_pipeline.storage.model_store import ModelCard
 from emo_pipeline.storage.warehouse import Warehouse
 
 SHARDS = 16
@@ -66,7 +66,8 @@ def resolve_image_paths(images: pd.DataFrame, root: Path) -> pd.DataFrame:
 
 
 def predict_shard(images: pd.DataFrame, card: ModelCard, models_dir: Path, version: str,
-                  options: RunOptions = RunOptions(), progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+                  options: RunOptions = RunOptions(),
+                  progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
     """One row per image of `images` (image_id, image_path): the predicted distribution under `card`.
 
     Images without a file (annotation-only downloads) or with an unreadable one keep their row, with

@@ -1,1 +1,3 @@
-"""The Dagster layer: assets, checks, resources and jobs over the library. Keep it thin."""
+"""The Dagster layer, thin: one module or folder per stage of the library, each with its own
+`Definitions` (assets and checks), the jobs, schedule and sensors in `automation`, and the pieces every
+stage uses in `shared`. `emo_pipeline.definitions` merges them."""

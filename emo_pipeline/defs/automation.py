@@ -1,64 +1,8 @@
 """Jobs, the weekly schedule, the data-roots sensor and the automation conditions of the graph.
 
-Jobs. A job cannot mix the 16 partitioned `vg_emotion_predictions` shards with unpartitioned assets,
-so the graph runs as `unsharded_job` (everything except the shards and what is built on them), then
-`vg_predictions_job` (the shards, one run for all of them: single-run backfill policy), then
-`dataset_b_job` (what is built on the shards). Beside them: `raw_job` (the three source data sets),
-`datasets_job` (datasets A and B rebuilt from the tables they join, shards excluded) and
-`evaluation_job` (the scores: group `evaluation`, the two metrics tables of `objects` and the scenes'
-`scene_fidelity`).
-
-Automation conditions. Every asset with an upstream (everything except the source tables read by the
-`emotion6`, `emotionroi` and `visual_genome` multi-assets) gets `FOLLOW_UPSTREAM`, applied centrally
-by `follow_upstream()` in definitions.py: Dagster's `eager()` (requested when an upstream asset was
-updated by a run that did not also plan this asset, or when it goes missing; never while an upstream is
-missing or in progress, or while it is in progress itself) and, on top, the blocking checks of every
-upstream asset must have passed on its latest materialization, so that a raw table whose checks
-failed retrains nothing. (Checks of an asset requested in the same tick run in that run and stop its
-downstream steps there; an asset whose checks never ran holds its children back until they have.)
-
-A new Emotion6 ground_truth.txt therefore re-materializes `emotion6_labels` (data_roots_sensor), and
-the automation requests what is downstream of it and nothing else (no `vg_*`, `emotionroi_*`, ESM
-network or detector), in three waves, because one request only carries along what can share a run with
-it: first every unpartitioned asset below it that is not built on the shards (split, features, every
-model trained on Emotion6, the evaluation, dataset A and what is built on it); once that ran, the 16
-shards, because `emotion_distribution_metrics` picks the model that predicts them; once they ran,
-dataset B and what is built on it. The few assets built on both datasets (`emotion_object_scores`,
-the scene statistics, `emotion_scenes`, the object metrics) run in the first and the last wave. A
-request with more than one partition is submitted by the automation sensor as one backfill with the
-requested assets connected to it, and the backfill daemon runs all shards in one run (their
-single-run backfill policy), the rest after them in dependency order.
-
-The conditions are evaluated by `downstream_automation_sensor` (an AutomationConditionSensorDefinition
-over every asset; it replaces the `default_automation_condition_sensor` Dagster would otherwise add).
-It is STOPPED by default, as Dagster's default sensor is: a change near the top of the graph retrains
-models for hours, so turning that on is the user's decision (UI: Automation, toggle the sensor).
-
-Weekly schedule. `weekly_graph_schedule` runs `unsharded_job` every Sunday at 03:00 UTC. The rest of
-the graph follows by the automation conditions: after that run, `vg_emotion_predictions` sees its
-upstream (`vg_images`, `emotion_distribution_metrics`) updated by a run that did not include it, and
-the shards plus every asset of `dataset_b_job` are requested as one backfill; assets the job itself
-ran are not requested again (`eager` ignores updates from a run that also planned the asset). So with
-`downstream_automation_sensor` running, the schedule re-runs the whole graph once a week; without it,
-only `unsharded_job` runs. A schedule can only launch runs of one job (schedules do not submit
-backfills in Dagster 1.13), which is why the chain goes through the automation. The schedule is STOPPED
-by default: turn it on in the UI (Automation, or the job's page).
-
-Data-roots sensor. `data_roots_sensor` looks at the folders of the `data_roots` resource every 60 s
-and computes a fingerprint per data set (`emo_pipeline.sources.fingerprints`: the sorted file list with sizes
-and modification times, plus the sha256 of the small ground-truth files: Emotion6's ground_truth.txt,
-EmotionROI's split files, Visual Genome's alias files; Visual Genome's 1.7 GB of JSON is listed but not
-read). The last fingerprints live in the sensor cursor (JSON). The first tick, and the first sighting
-of a data set, only records: the warehouse is assumed to hold what the folders hold (`make demo` or a
-job built it), and starting the sensor should not retrain the graph. When a fingerprint changes the
-sensor requests a run of that data set's raw assets only (asset selection on `raw_job`), with a run key
-made of the data set, its change count and the new fingerprint, so a retried tick does not launch the
-same run twice; the assets built on them follow by the automation conditions. A folder that disappears
-is recorded and requests nothing (the run would fail); when it comes back, it is a change. The sensor
-is STOPPED by default: were it running while the synthetic world is first written (`make ui` beside
-`make demo`), it would see three new data sets and ingest them a second time beside `make demo`.
-Changes made while the sensor is stopped are seen only if they are still there when it starts and
-differ from what it last recorded.
+`JOBS` (the whole graph as three runs around the 16 dataset B shards; raw, datasets, evaluation),
+`FOLLOW_UPSTREAM`, `weekly_graph_schedule`, `data_roots_sensor` and `downstream_automation_sensor`
+(the schedule and sensors are off by default). How they work together: docs/operations.md.
 """
 
 import json

@@ -14,11 +14,13 @@ import time
 import dagster as dg
 import numpy as np
 
+from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
+from emo_pipeline.core.plots import emotion_profile_png
 from emo_pipeline.datasets.build import (
     DATASET_A_TABLES,
     DATASET_B_TABLES,
-    build_dataset_a,
     SHARDS,
+    build_dataset_a,
     build_dataset_b,
     predict_shard,
     resolve_image_paths,
@@ -28,12 +30,9 @@ from emo_pipeline.datasets.build import (
 )
 from emo_pipeline.defs.shared.gpu import GPU_POOL, GPU_TAGS
 from emo_pipeline.defs.shared.metadata import png_metadata, table_metadata
-from emo_pipeline.defs.shared.resources import DataRoots, TorchDeviceResource, WarehouseResource
-from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
-from emo_pipeline.core.home import emo_home
-from emo_pipeline.storage.model_store import card_version, load_card
-from emo_pipeline.core.plots import emotion_profile_png
+from emo_pipeline.defs.shared.resources import DataRoots, ModelStoreResource, TorchDeviceResource, WarehouseResource
 from emo_pipeline.image_emotion.predict import RunOptions, default_model, validation_scores
+from emo_pipeline.storage.model_store import card_version, load_card
 
 GROUP = "datasets"
 VG_PREDICTIONS = "vg_emotion_predictions"
@@ -47,20 +46,22 @@ class VGPredictionConfig(dg.Config):
 
 
 @dg.asset(group_name=GROUP, partitions_def=VG_SHARDS, backfill_policy=dg.BackfillPolicy.single_run(),
-          deps=["vg_images", "emotion_distribution_metrics"], op_tags=GPU_TAGS, pool=GPU_POOL, kinds={"pytorch", "parquet"},
+          deps=["vg_images", "emotion_distribution_metrics"], op_tags=GPU_TAGS, pool=GPU_POOL,
+          kinds={"pytorch", "parquet"},
           description="The emotion distribution predicted for every Visual Genome image, one partition per shard "
                       "of image ids.")
 def vg_emotion_predictions(context: dg.AssetExecutionContext, config: VGPredictionConfig,
-                           data_roots: DataRoots, warehouse: WarehouseResource,
+                           data_roots: DataRoots, warehouse: WarehouseResource, models: ModelStoreResource,
                            torch_device: TorchDeviceResource) -> dg.MaterializeResult:
     store = warehouse.get()
-    models_dir = emo_home().models
+    models_dir = models.directory()
     model = config.model or default_model(models_dir, validation_scores(store))
     card, version = load_card(models_dir, model), card_version(models_dir, model)
     options = RunOptions(batch_size=config.batch_size, workers=config.workers, device=str(torch_device.torch_device()))
     images = resolve_image_paths(store.read_table("vg_images", columns=["image_id", "image_path"]), data_roots.vg())
     keys = context.partition_keys
-    context.log.info(f"predicting {len(keys)} shard(s) with {model} (version {version}, {card.kind}) on {options.device}")
+    context.log.info(f"predicting {len(keys)} shard(s) with {model} (version {version}, {card.kind}) "
+                     f"on {options.device}")
     predicted = kept = readable = 0
     began = time.perf_counter()
     for key in keys:
@@ -75,7 +76,8 @@ def vg_emotion_predictions(context: dg.AssetExecutionContext, config: VGPredicti
         predicted += len(shard)
         readable += int(frame["readable"].sum())
         rate = predicted / max(time.perf_counter() - began, 1e-9)
-        context.log.info(f"{key}: {len(shard)} images, {int(frame['readable'].sum())} readable ({rate:.1f} images/s so far)")
+        context.log.info(f"{key}: {len(shard)} images, {int(frame['readable'].sum())} readable "
+                         f"({rate:.1f} images/s so far)")
     store.refresh_views()
     seconds = time.perf_counter() - began
     return dg.MaterializeResult(metadata={
@@ -113,7 +115,8 @@ def dataset_a(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     store = warehouse.get()
     counts = build_dataset_a(store)
     context.log.info("dataset A: " + ", ".join(f"{name} {count:,} rows" for name, count in counts.items()))
-    top = store.query("SELECT object, count(*) AS detections FROM dataset_a_objects GROUP BY 1 ORDER BY 2 DESC LIMIT 10")
+    top = store.query(
+        "SELECT object, count(*) AS detections FROM dataset_a_objects GROUP BY 1 ORDER BY 2 DESC LIMIT 10")
     without = store.query("SELECT count(*) AS n FROM dataset_a WHERE objects = 0")["n"].iloc[0]
     yield dg.MaterializeResult(asset_key="dataset_a", metadata={
         **table_metadata(store.head("dataset_a"), store.table_uri("dataset_a")),

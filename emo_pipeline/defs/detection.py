@@ -1,7 +1,8 @@
 """Group `detection`: the YOLO object detector of dataset A and the objects it finds in Emotion6.
 
-- `object_detector`: user weights when given (`weights_path` in the asset config, or the
-  `EMO_DETECTOR_WEIGHTS` environment variable), else a detector trained here from the ultralytics
+- `object_detector`: user weights when given (`weights_path` in the asset config, or the model
+  store's `detector_weights`, bound to the `EMO_DETECTOR_WEIGHTS` environment variable), else a
+  detector trained here from the ultralytics
   model yaml (random init) on the Visual Genome boxes of the most frequent object names, so that
   dataset A shares dataset B's object vocabulary. The weights end up in
   `$EMO_HOME/models/object_detector.pt`; the YOLO dataset and ultralytics' run folder under
@@ -9,55 +10,56 @@
 - `emotion6_detections`: every Emotion6 image through that detector; images without a detection
   keep one row with NULL object, confidence and box.
 
-The work is done by `emo_pipeline.detection.detector`; this module adds storage, metadata, MLflow and lineage.
+The work is done by `emo_pipeline.detection`; this module adds storage, metadata, MLflow and lineage.
 """
 
 import dataclasses
-import hashlib
-import os
+import shutil
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
-from emo_pipeline.detection import detector
-from emo_pipeline.core.atomic import atomic_output
+from emo_pipeline.core.digests import file_digest, frame_fingerprint
+from emo_pipeline.core.plots import class_ap_png, detections_png
 from emo_pipeline.defs.shared.gpu import GPU_POOL, GPU_TAGS
 from emo_pipeline.defs.shared.metadata import png_metadata, table_metadata
-from emo_pipeline.defs.shared.resources import DataRoots, MLflowResource, TorchDeviceResource, WarehouseResource
-from emo_pipeline.core.home import emo_home
-from emo_pipeline.core.plots import class_ap_png, detections_png
-from emo_pipeline.core.profiles import active_profile
+from emo_pipeline.defs.shared.publisher import TrainingRun, code_version
+from emo_pipeline.defs.shared.resources import (
+    DataRoots,
+    MLflowResource,
+    ModelStoreResource,
+    TorchDeviceResource,
+    WarehouseResource,
+)
+from emo_pipeline.defs.shared.settings import apply_overrides, overrides_config
+from emo_pipeline.detection import training, yolo_dataset
+from emo_pipeline.detection.detect import detect, load_detector
+from emo_pipeline.detection.training import (
+    DETECTOR_PROFILES,
+    DETECTOR_VOCABULARY,
+    MODEL_YAMLS,
+    DetectorSettings,
+    settings_dict,
+    train_detector,
+)
+from emo_pipeline.detection.yolo_dataset import vocabulary, write_yolo_dataset
 
 GROUP = "detection"
 DETECTOR = "object_detector"
 DETECTIONS = "emotion6_detections"
-WEIGHTS_ENV = "EMO_DETECTOR_WEIGHTS"
 
 
-def detector_weights_path() -> Path:
+def detector_weights_path(models: ModelStoreResource) -> Path:
     """Where `object_detector` leaves the weights `emotion6_detections` uses."""
-    return emo_home().models / f"{DETECTOR}.pt"
+    return models.directory() / f"{DETECTOR}.pt"
 
 
-def detector_work_dir() -> Path:
-    """The YOLO dataset (`dataset/`) and ultralytics' training run (`runs/train/`)."""
-    return emo_home().root / "detector"
+class ObjectDetectorConfig(overrides_config(DetectorSettings, "DetectorSettingsOverrides", exclude=("device",))):
+    """Leave `weights_path` unset to train; unset settings take the profile's value (EMO_PROFILE)."""
 
-
-class ObjectDetectorConfig(dg.Config):
-    """Leave `weights_path` unset to train; unset numbers take the profile's value (EMO_PROFILE)."""
-
-    weights_path: str | None = None     # a local ultralytics .pt (e.g. a COCO model); else $EMO_DETECTOR_WEIGHTS
-    model_yaml: str = detector.DEFAULT_MODEL_YAML  # yolo11n.yaml or yolov8n.yaml, shipped in the wheel
+    weights_path: str | None = None     # a local ultralytics .pt (e.g. a COCO model); else the model store's
     top_n_objects: int | None = None    # vocabulary: the N most frequent Visual Genome object names
-    epochs: int | None = None
-    imgsz: int | None = None
-    batch: int | None = None
-    lr0: float | None = None
-    workers: int | None = None
-    amp: bool | None = None             # mixed precision on a GPU; needs yolo26n.pt in ultralytics' weights dir
-    seed: int = 0
     val_share: float = 0.2
 
 
@@ -66,106 +68,108 @@ def _ultralytics_device(torch_device: TorchDeviceResource) -> str:
     return "cpu" if device.type == "cpu" else str(device.index or 0)
 
 
-def _copy_atomic(source: Path, target: Path) -> str:
-    """Copy `source` onto `target` atomically; return the sha256 of what was copied."""
-    digest = hashlib.sha256()
-    with atomic_output(target) as tmp:
-        with open(source, "rb") as src, open(tmp, "wb") as dst:
-            for chunk in iter(lambda: src.read(1 << 20), b""):
-                digest.update(chunk)
-                dst.write(chunk)
-    return digest.hexdigest()
+def _install_weights(source: Path, target: Path) -> str:
+    """Copy the weights `emotion6_detections` will use into the model store atomically; their sha256."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.copyfile(source, partial)
+    partial.replace(target)
+    return file_digest(target)
 
 
-def _resolve_settings(config: ObjectDetectorConfig, device: str) -> tuple[detector.DetectorSettings, int]:
-    profile = active_profile()
-    base = detector.DETECTOR_PROFILES[profile]
-    overrides = {k: getattr(config, k) for k in ("epochs", "imgsz", "batch", "lr0", "workers", "amp")
-                 if getattr(config, k) is not None}
-    if config.model_yaml not in detector.MODEL_YAMLS:
-        raise ValueError(f"model_yaml {config.model_yaml!r}: choose one of {', '.join(detector.MODEL_YAMLS)}")
-    settings = dataclasses.replace(base, model_yaml=config.model_yaml, seed=config.seed, device=device, **overrides)
-    return settings, config.top_n_objects or detector.DETECTOR_VOCABULARY[profile]
-
-
-@dg.asset(group_name=GROUP, deps=["vg_images", "vg_objects"], kinds={"pytorch", "mlflow"}, op_tags=GPU_TAGS, pool=GPU_POOL)
+@dg.asset(group_name=GROUP, deps=["vg_images", "vg_objects"], kinds={"pytorch", "mlflow"}, op_tags=GPU_TAGS,
+          pool=GPU_POOL, code_version=code_version(training, yolo_dataset))
 def object_detector(context: dg.AssetExecutionContext, config: ObjectDetectorConfig, data_roots: DataRoots,
-                    warehouse: WarehouseResource, mlflow: MLflowResource,
+                    warehouse: WarehouseResource, models: ModelStoreResource, mlflow: MLflowResource,
                     torch_device: TorchDeviceResource) -> dg.MaterializeResult:
     """The YOLO detector of dataset A: the user's weights, or trained here on Visual Genome boxes."""
     import mlflow as mlflow_api
 
-    target = detector_weights_path()
-    user_weights = config.weights_path or os.environ.get(WEIGHTS_ENV) or None
-    device = _ultralytics_device(torch_device)
+    target = detector_weights_path(models)
+    user_weights = config.weights_path or models.detector_weights or None
+    profile = models.active_profile()
+    settings = apply_overrides(DETECTOR_PROFILES[profile], config)
+    settings = dataclasses.replace(settings, device=_ultralytics_device(torch_device))
+    if settings.model_yaml not in MODEL_YAMLS:
+        raise ValueError(f"model_yaml {settings.model_yaml!r}: choose one of {', '.join(MODEL_YAMLS)}")
     metadata: dict = {}
-    with mlflow.start_run(context, run_name=DETECTOR) as run:
-        if user_weights:
-            loaded = detector.load_detector(user_weights)
-            path_taken = f"user weights {loaded.weights}"
-            context.log.info(f"object_detector: using {path_taken} ({len(loaded.names)} classes); no training")
-            names = loaded.names
-            sha = _copy_atomic(loaded.weights, target)
-            mlflow_api.log_params({"path_taken": path_taken, "trained": False, "weights_path": str(loaded.weights),
-                                   "classes": len(names), "weights_sha256": sha})
+    if user_weights:
+        loaded = load_detector(user_weights)
+        path_taken = f"user weights {loaded.weights}"
+        context.log.info(f"object_detector: using {path_taken} ({len(loaded.names)} classes); no training")
+        names = loaded.names
+        with TrainingRun(context, DETECTOR, {}, file_digest(loaded.weights)[:16], models=models, mlflow=mlflow,
+                         params={"path_taken": path_taken, "trained": False, "weights_path": str(loaded.weights),
+                                 "classes": len(names)}) as run:
+            sha = _install_weights(loaded.weights, target)
+            run.log_params({"weights_sha256": sha})
             metadata.update({"trained": False, "train_imgsz": loaded.train_imgsz or 0})
-        else:
-            settings, top_n = _resolve_settings(config, device)
-            store = warehouse.get()
-            objects = store.read_table("vg_objects", columns=["image_id", "name", "x", "y", "w", "h"])
-            images = store.read_table("vg_images", columns=["image_id", "width", "height", "image_path"])
-            names = detector.vocabulary(objects, top_n)
-            context.log.info(f"object_detector: no weights given, training {settings.model_yaml} from random init "
-                             f"on the {len(names)} most frequent Visual Genome object names ({active_profile()} "
-                             f"profile): {', '.join(names[:20])}{' ...' if len(names) > 20 else ''}")
-            work = detector_work_dir()
-            dataset = detector.write_yolo_dataset(images, objects, names, data_roots.vg(), work / "dataset",
-                                                  val_share=config.val_share, seed=config.seed,
-                                                  log=context.log.info)
-            path_taken = f"trained from {settings.model_yaml}, random init"
-            mlflow_api.log_params({**detector.settings_dict(settings), "path_taken": path_taken, "trained": True,
-                                   "profile": active_profile(), "top_n_objects": top_n, "classes": len(names),
-                                   "val_share": config.val_share, "train_images": dataset.images["train"],
-                                   "val_images": dataset.images["val"]})
-            trained = detector.train_detector(dataset.data_yaml, settings, work / "runs", log=context.log.info)
+            _log_detector(target, names, path_taken)
+    else:
+        top_n = config.top_n_objects or DETECTOR_VOCABULARY[profile]
+        store = warehouse.get()
+        objects = store.read_table("vg_objects", columns=["image_id", "name", "x", "y", "w", "h"])
+        images = store.read_table("vg_images", columns=["image_id", "width", "height", "image_path"])
+        names = vocabulary(objects, top_n)
+        context.log.info(f"object_detector: no weights given, training {settings.model_yaml} from random init "
+                         f"on the {len(names)} most frequent Visual Genome object names ({profile} "
+                         f"profile): {', '.join(names[:20])}{' ...' if len(names) > 20 else ''}")
+        path_taken = f"trained from {settings.model_yaml}, random init"
+        work = models.work_dir("detector")
+        dataset = write_yolo_dataset(images, objects, names, data_roots.vg(), work / "dataset",
+                                     val_share=config.val_share, seed=settings.seed, log=context.log.info)
+        fingerprint = frame_fingerprint(objects)[:8] + frame_fingerprint(images)[:8]
+        with TrainingRun(context, DETECTOR, settings_dict(settings), fingerprint, models=models,
+                         mlflow=mlflow, params={"path_taken": path_taken, "trained": True, "top_n_objects": top_n,
+                                                "classes": len(names), "val_share": config.val_share,
+                                                "train_images": dataset.images["train"],
+                                                "val_images": dataset.images["val"]}) as run:
+            trained = train_detector(dataset.data_yaml, settings, work / "runs", log=context.log.info)
             for record in trained.history:
-                mlflow_api.log_metrics({**{k.replace("/", "_"): v for k, v in record.losses.items()},
-                                        **{f"val_{k}": v for k, v in record.metrics.items()},
-                                        "epoch_seconds": record.seconds}, step=record.epoch)
-            mlflow_api.log_metrics({f"val_{k}": v for k, v in trained.metrics.items()})
-            sha = _copy_atomic(trained.weights, target)
-            mlflow_api.log_param("weights_sha256", sha)
-            epochs_run = len(trained.history)
-            metadata.update({
-                "trained": True,
-                "settings": dg.MetadataValue.json(detector.settings_dict(settings)),
-                "dataset": dg.MetadataValue.path(str(dataset.root)),
-                "dataset_images": dg.MetadataValue.json({**dataset.images, "background": dataset.background_images,
-                                                         "missing_files": dataset.missing_images}),
-                "dataset_boxes": dg.MetadataValue.json(dataset.boxes),
-                "epochs_run": epochs_run,
-                "training_seconds": round(trained.seconds, 1),
-                "seconds_per_epoch": round(trained.seconds / max(epochs_run, 1), 2),
-                "device": trained.device,
-                **{f"val_{k}": round(v, 4) for k, v in trained.metrics.items()},
-            })
+                run.log_metrics({**{k.replace("/", "_"): v for k, v in record.losses.items()},
+                                 **{f"val_{k}": v for k, v in record.metrics.items()},
+                                 "epoch_seconds": record.seconds}, step=record.epoch)
+            run.log_metrics({f"val_{k}": v for k, v in trained.metrics.items()})
+            sha = _install_weights(trained.weights, target)
+            run.log_params({"weights_sha256": sha})
             if trained.per_class_ap50:
-                png = class_ap_png(trained.per_class_ap50, f"{DETECTOR}: AP50 per class on the val split")
-                metadata["val_ap50_per_class"] = png_metadata(png, "AP50 per class")
                 mlflow_api.log_dict(trained.per_class_ap50, "val_ap50_per_class.json")
-        mlflow_api.log_dict({"names": names}, "classes.json")
-        mlflow_api.log_artifact(str(target))
-        mlflow_api.set_tag("path_taken", path_taken)
+            _log_detector(target, names, path_taken)
+        epochs_run = len(trained.history)
+        metadata.update({
+            "trained": True,
+            "settings": dg.MetadataValue.json(settings_dict(settings)),
+            "dataset": dg.MetadataValue.path(str(dataset.root)),
+            "dataset_images": dg.MetadataValue.json({**dataset.images, "background": dataset.background_images,
+                                                     "missing_files": dataset.missing_images}),
+            "dataset_boxes": dg.MetadataValue.json(dataset.boxes),
+            "epochs_run": epochs_run,
+            "training_seconds": round(trained.seconds, 1),
+            "seconds_per_epoch": round(trained.seconds / max(epochs_run, 1), 2),
+            "device": trained.device,
+            **{f"val_{k}": round(v, 4) for k, v in trained.metrics.items()},
+        })
+        if trained.per_class_ap50:
+            png = class_ap_png(trained.per_class_ap50, f"{DETECTOR}: AP50 per class on the val split")
+            metadata["val_ap50_per_class"] = png_metadata(png, "AP50 per class")
     context.log.info(f"object_detector: {path_taken}; weights at {target}")
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(data_version=run.data_version, metadata=run.metadata([], extra={
         "path_taken": path_taken,
         "weights": dg.MetadataValue.path(str(target)),
         "weights_sha256": sha,
         "classes": dg.MetadataValue.json(names),
         "n_classes": len(names),
-        "mlflow_run_id": run.info.run_id,
         **metadata,
-    })
+    }))
+
+
+def _log_detector(weights: Path, names: list[str], path_taken: str) -> None:
+    """The detector's classes and weights as artifacts of the active MLflow run."""
+    import mlflow as mlflow_api
+
+    mlflow_api.log_dict({"names": names}, "classes.json")
+    mlflow_api.log_artifact(str(weights))
+    mlflow_api.set_tag("path_taken", path_taken)
 
 
 class DetectionConfig(dg.Config):
@@ -177,24 +181,24 @@ class DetectionConfig(dg.Config):
 
 @dg.asset(group_name=GROUP, deps=[DETECTOR, "emotion6_labels"], kinds={"parquet"}, op_tags=GPU_TAGS, pool=GPU_POOL)
 def emotion6_detections(context: dg.AssetExecutionContext, config: DetectionConfig, warehouse: WarehouseResource,
-                        torch_device: TorchDeviceResource) -> dg.MaterializeResult:
+                        models: ModelStoreResource, torch_device: TorchDeviceResource) -> dg.MaterializeResult:
     """Objects found in every Emotion6 image: image_key, object, confidence, box x, y, w, h in pixels.
 
     An image without a detection keeps one row whose object, class_id, confidence and box are NULL:
     `SELECT count(DISTINCT image_key) FROM emotion6_detections WHERE object IS NULL` counts them.
     """
-    weights = detector_weights_path()
+    weights = detector_weights_path(models)
     if not weights.is_file():
         raise FileNotFoundError(f"no detector weights at {weights}: materialize {DETECTOR} first")
-    loaded = detector.load_detector(weights)
+    loaded = load_detector(weights)
     imgsz = config.imgsz or loaded.train_imgsz or 640
     store = warehouse.get()
     labels = store.read_table("emotion6_labels", columns=["image_key", "image_path"])
     context.log.info(f"{DETECTIONS}: {len(labels)} images through {weights} ({len(loaded.names)} classes) at "
                      f"{imgsz} px, confidence >= {config.confidence}")
-    table = detector.detect(loaded, zip(labels["image_key"], labels["image_path"]), conf=config.confidence,
-                            imgsz=imgsz, batch=config.batch, device=_ultralytics_device(torch_device),
-                            log=context.log.info)
+    table = detect(loaded, zip(labels["image_key"], labels["image_path"]), conf=config.confidence,
+                   imgsz=imgsz, batch=config.batch, device=_ultralytics_device(torch_device),
+                   log=context.log.info)
     path = store.write_table(DETECTIONS, table)
     found = table.dropna(subset=["object"])
     empty = int(table.loc[table["object"].isna(), "image_key"].nunique())

@@ -21,12 +21,25 @@ import numpy as np
 import pandas as pd
 import torch
 
-from emo_pipeline.defs.image_emotion.torch_models import checkpoint_dir, frame_fingerprint, set_overrides
+from emo_pipeline.core import train_loop
+from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
+from emo_pipeline.core.plots import loss_curves_png, metrics_bars_png, top_objects_png, word_clouds_png
+from emo_pipeline.core.profiles import emotion_objects_mlp_config, object_emotion_config
 from emo_pipeline.defs.shared.gpu import GPU_POOL, GPU_TAGS
 from emo_pipeline.defs.shared.metadata import png_metadata, table_metadata
-from emo_pipeline.defs.shared.resources import MLflowResource, TorchDeviceResource, WarehouseResource, WordVectorsResource
+from emo_pipeline.defs.shared.publisher import TrainingRun, code_version
+from emo_pipeline.defs.shared.resources import (
+    MLflowResource,
+    ModelStoreResource,
+    TorchDeviceResource,
+    WarehouseResource,
+    WordVectorsResource,
+)
+from emo_pipeline.defs.shared.settings import apply_overrides, overrides_config
+from emo_pipeline.objects import emotion_to_objects, objects_to_emotion
 from emo_pipeline.objects.emotion_to_objects import (
     NORMALISATIONS,
+    MLPConfig,
     evaluate_rankers,
     fit_emotion_object_mlp,
     mlp_model_name,
@@ -34,22 +47,20 @@ from emo_pipeline.objects.emotion_to_objects import (
     object_rows,
     score_objects,
 )
-from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
-from emo_pipeline.core.home import emo_home
-from emo_pipeline.storage.model_store import ModelCard, load_torch_model, save_torch_model
 from emo_pipeline.objects.objects_to_emotion import (
     DATASETS,
     FAMILIES,
+    ObjectEmotionConfig,
     card_options,
-    fit_object_emotion_model,
     evaluate_object_model,
+    fit_object_emotion_model,
     image_inputs,
+    inputs_fingerprint,
+    object_model_name,
     split_images,
 )
-from emo_pipeline.core.plots import loss_curves_png, metrics_bars_png, top_objects_png, training_curve_png, word_clouds_png
-from emo_pipeline.core.profiles import active_profile, emotion_objects_mlp_config, object_emotion_config
+from emo_pipeline.storage.model_store import ModelCard, load_torch_model, save_torch_model
 from emo_pipeline.storage.warehouse import Warehouse
-from emo_pipeline.storage.tracking import log_torch_model
 
 GROUP = "objects"
 DATASET_TABLES = {"a": ["dataset_a", "dataset_a_objects"],
@@ -57,10 +68,6 @@ DATASET_TABLES = {"a": ["dataset_a", "dataset_a_objects"],
 REPORTED = ("kl", "bhattacharyya", "chebyshev", "mse", "top1")
 TABLE_METRICS = (*REPORTED, "cosine", "intersection")
 TOP_K = 15
-
-
-def object_model_name(family: str, dataset: str) -> str:
-    return f"objects_emotion_{family}_{dataset}"
 
 
 def _inputs(store: Warehouse, dataset: str, split_seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -82,23 +89,8 @@ def _train_scores(store: Warehouse, dataset: str, split: pd.DataFrame) -> pd.Dat
         con.close()
 
 
-def _fingerprint(inputs: pd.DataFrame, split: pd.DataFrame) -> str:
-    """Changes when the images, their objects, distributions or the split change."""
-    return frame_fingerprint(inputs.assign(objects=inputs["objects"].map(" | ".join)).merge(split, on="key"))
-
-
 # --- Objects -> emotion ------------------------------------------------------------------------------
-class ObjectEmotionOverrides(dg.Config):
-    """Overrides of the profile's settings; unset fields keep the profile's value."""
-
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    patience: int | None = None
-    hidden: int | None = None
-    dropout: float | None = None
-    max_tokens: int | None = None
-    seed: int | None = None
+class ObjectEmotionOverrides(overrides_config(ObjectEmotionConfig, "ObjectEmotionSettings", exclude=("family",))):
     split_seed: int = 0
 
 
@@ -108,59 +100,44 @@ def object_emotion_asset(family: str, dataset: str) -> dg.AssetsDefinition:
         "its relation phrases word by word" if dataset == "b" else "its detected object names word by word")
 
     @dg.asset(name=name, group_name=GROUP, deps=DATASET_TABLES[dataset], op_tags=GPU_TAGS, pool=GPU_POOL,
-              kinds={"pytorch", "parquet"},
+              kinds={"pytorch", "parquet"}, code_version=code_version(objects_to_emotion, train_loop),
               description=f"{family} model predicting a dataset {dataset.upper()} image's emotion distribution from "
                           f"{reads}; its predictions for every image.")
     def _asset(context: dg.AssetExecutionContext, config: ObjectEmotionOverrides, warehouse: WarehouseResource,
-               mlflow: MLflowResource, torch_device: TorchDeviceResource,
+               models: ModelStoreResource, mlflow: MLflowResource, torch_device: TorchDeviceResource,
                word_vectors: WordVectorsResource) -> dg.MaterializeResult:
-        import mlflow as mlflow_api
-
         store = warehouse.get()
         inputs, split, _ = _inputs(store, dataset, config.split_seed)
         vectors = word_vectors.get(context.log.info)
-        overrides = {k: v for k, v in set_overrides(config).items() if k != "split_seed"}
-        settings = dataclasses.replace(object_emotion_config(family), **overrides)
+        settings = apply_overrides(object_emotion_config(family, models.active_profile()), config)
         device = torch_device.torch_device()
-        fingerprint = _fingerprint(inputs, split)
-        checkpoints = checkpoint_dir(name, settings, fingerprint)
-        context.log.info(f"{name}: profile {active_profile()}, {settings}, {len(inputs)} images, device {device}")
-        with mlflow.start_run(context, run_name=name) as run:
-            mlflow_api.log_params({**dataclasses.asdict(settings), "dataset": dataset, "split_seed": config.split_seed,
-                                   "profile": active_profile()})
-            fitted = fit_object_emotion_model(inputs, split, vectors, settings, checkpoints, device=device,
+        with TrainingRun(context, name, settings, inputs_fingerprint(inputs, split), models=models, mlflow=mlflow,
+                         params={"dataset": dataset, "split_seed": config.split_seed, "images": len(inputs)}) as run:
+            fitted = fit_object_emotion_model(inputs, split, vectors, settings, run.checkpoints, device=device,
                                               log=context.log.info)
-            for record in fitted.result.history:
-                mlflow_api.log_metrics({"train_loss": record.train_loss, "val_loss": record.val_loss},
-                                       step=record.epoch)
+            run.log_fit(fitted.result)
             scores = {part: evaluate_object_model(inputs, fitted.predictions, part) for part in ("val", "test")}
-            mlflow_api.log_metrics({f"{part}_{k}": v for part, values in scores.items() for k, v in values.items()})
+            run.log_metrics({f"{part}_{k}": v for part, values in scores.items() for k, v in values.items()})
             example = (torch.zeros(2, vectors.dim) if family == "fc"
                        else torch.ones(2, settings.max_tokens, dtype=torch.int64))
-            info = log_torch_model(fitted.model, example.numpy(), registered_model_name=name,
-                                   version_tags=mlflow.version_tags(context, name, fingerprint))
+            run.register_torch(fitted.model, example.numpy())
 
         card = ModelCard(name=name, kind="objects_emotion", architecture=family, size=vectors.dim,
-                         options=card_options(fitted, settings, dataset), profile=active_profile(),
+                         options=card_options(fitted, settings, dataset), profile=run.profile,
                          weights_source="GloVe 6B 50-d (frozen), trained layers from scratch")
-        weights = save_torch_model(emo_home().models, card, fitted.model)
+        run.save_torch(card, fitted.model)
         path = store.write_table(name, fitted.predictions.astype({"key": str}))
-        shutil.rmtree(checkpoints.parent, ignore_errors=True)
         test = scores["test"]
-        return dg.MaterializeResult(metadata={
-            **table_metadata(fitted.predictions, path),
-            "weights": dg.MetadataValue.path(str(weights)),
-            "mlflow_run_id": run.info.run_id,
-            "mlflow_model": f"{name} version {info.registered_model_version}",
-            "best_epoch": fitted.result.best_epoch,
-            "test_images": int(test["images"]),
-            **{f"test_{m}": round(float(test[m]), 4) for m in REPORTED},
-            **{f"test_train_mean_{m}": round(float(test[f"train_mean_{m}"]), 4) for m in REPORTED},
-            "out_of_vocabulary": len(fitted.out_of_vocabulary),
-            "out_of_vocabulary_sample": ", ".join(fitted.out_of_vocabulary[:30]) or "none",
-            "images_without_known_word": fitted.images_without_input,
-            "training_curve": png_metadata(training_curve_png(fitted.result.history, name), "training curve"),
-        })
+        return dg.MaterializeResult(data_version=run.data_version, metadata=run.metadata(
+            [], extra={
+                **table_metadata(fitted.predictions, path),
+                "test_images": int(test["images"]),
+                **{f"test_{m}": round(float(test[m]), 4) for m in REPORTED},
+                **{f"test_train_mean_{m}": round(float(test[f"train_mean_{m}"]), 4) for m in REPORTED},
+                "out_of_vocabulary": len(fitted.out_of_vocabulary),
+                "out_of_vocabulary_sample": ", ".join(fitted.out_of_vocabulary[:30]) or "none",
+                "images_without_known_word": fitted.images_without_input,
+            }))
 
     return _asset
 
@@ -220,7 +197,8 @@ def emotion_object_scores(context: dg.AssetExecutionContext, warehouse: Warehous
         **{f"objects_{d}": int(counts.get(d, 0)) for d in DATASETS},
         "query": dg.MetadataValue.md(
             "Rank objects for any distribution, e.g. 70% joy and 30% surprise:\n\n```sql\n"
-            "SELECT object, sum(final * CASE emotion WHEN 'joy' THEN 0.7 WHEN 'surprise' THEN 0.3 ELSE 0 END) AS score\n"
+            "SELECT object,\n"
+            "       sum(final * CASE emotion WHEN 'joy' THEN 0.7 WHEN 'surprise' THEN 0.3 ELSE 0 END) AS score\n"
             "FROM emotion_object_scores WHERE dataset = 'b' GROUP BY object ORDER BY score DESC LIMIT 15\n```"),
     })
 
@@ -246,16 +224,10 @@ def top_objects_per_emotion(warehouse: WarehouseResource) -> dg.MaterializeResul
     return dg.MaterializeResult(metadata=metadata)
 
 
-class EmotionObjectsMLPOverrides(dg.Config):
-    """Overrides of the profile's MLP settings; `normalisations` lists the target normalisations to train."""
+class EmotionObjectsMLPOverrides(overrides_config(MLPConfig, "EmotionObjectsMLPSettings", exclude=("normalisation",))):
+    """`normalisations` lists the target normalisations to train, one MLP each."""
 
     normalisations: list[str] = list(NORMALISATIONS)
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    lr_decay: float | None = None
-    vocabulary_size: int | None = None
-    seed: int | None = None
     split_seed: int = 0
 
 
@@ -263,73 +235,67 @@ def emotion_objects_mlp_asset(dataset: str) -> dg.AssetsDefinition:
     name = mlp_model_name(dataset)
 
     @dg.asset(name=name, group_name=GROUP, deps=DATASET_TABLES[dataset], op_tags=GPU_TAGS, pool=GPU_POOL,
-              kinds={"pytorch", "parquet"},
+              kinds={"pytorch", "parquet"}, code_version=code_version(emotion_to_objects, train_loop),
               description=f"The paper's emotion -> objects MLP on dataset {dataset.upper()}, one per target "
                           "normalisation (the one with the best validation nDCG@10 is served); table: the loss "
                           "per epoch of each.")
     def _asset(context: dg.AssetExecutionContext, config: EmotionObjectsMLPOverrides, warehouse: WarehouseResource,
-               mlflow: MLflowResource, torch_device: TorchDeviceResource) -> dg.MaterializeResult:
-        import mlflow as mlflow_api
-
+               models: ModelStoreResource, mlflow: MLflowResource,
+               torch_device: TorchDeviceResource) -> dg.MaterializeResult:
         unknown = sorted(set(config.normalisations) - set(NORMALISATIONS))
         if unknown or not config.normalisations:
             raise ValueError(f"normalisations {unknown or '[]'}: choose from {', '.join(NORMALISATIONS)}")
         store = warehouse.get()
         inputs, split, objects = _inputs(store, dataset, config.split_seed)
-        overrides = {k: v for k, v in set_overrides(config).items() if k not in ("split_seed", "normalisations")}
-        base = dataclasses.replace(emotion_objects_mlp_config(), **overrides)
+        base = apply_overrides(emotion_objects_mlp_config(models.active_profile()), config)
         device = torch_device.torch_device()
         train_scores = _train_scores(store, dataset, split)
-        fingerprint = _fingerprint(inputs, split)
+        fingerprint = inputs_fingerprint(inputs, split)
         history, validation, fitted_models = [], {}, {}
-        with mlflow.start_run(context, run_name=name) as run:
-            mlflow_api.log_params({**dataclasses.asdict(base), "dataset": dataset, "split_seed": config.split_seed,
-                                   "normalisations": ",".join(config.normalisations), "profile": active_profile()})
+        with TrainingRun(context, name, base, fingerprint, models=models, mlflow=mlflow,
+                         params={"dataset": dataset, "split_seed": config.split_seed,
+                                 "normalisations": ",".join(config.normalisations)}) as run:
             for normalisation in config.normalisations:
                 settings = dataclasses.replace(base, normalisation=normalisation)
-                checkpoints = checkpoint_dir(mlp_model_name(dataset, normalisation), settings, fingerprint)
+                checkpoints = models.checkpoints(mlp_model_name(dataset, normalisation), settings, fingerprint)
                 fitted = fit_emotion_object_mlp(inputs, objects, split, settings, checkpoints, device=device,
                                                 log=context.log.info)
-                shutil.rmtree(checkpoints.parent, ignore_errors=True)
+                shutil.rmtree(checkpoints.parent, ignore_errors=True)  # see TrainingRun.drop_checkpoints
                 for record in fitted.result.history:
                     history.append({"normalisation": normalisation, "epoch": record.epoch,
                                     "train_loss": record.train_loss, "val_loss": record.val_loss})
-                    mlflow_api.log_metrics({f"{normalisation}_val_loss": record.val_loss}, step=record.epoch)
+                    run.log_metrics({f"{normalisation}_val_loss": record.val_loss}, step=record.epoch)
                 val = evaluate_rankers(inputs, objects, split, train_scores,
                                        {normalisation: (fitted.model, fitted.vocabulary)}, ks=(10,), part="val")
                 ndcg = float(val.table.query("method == 'mlp'")["ndcg"].iloc[0])
                 validation[normalisation] = ndcg
-                mlflow_api.log_metric(f"{normalisation}_val_ndcg10", ndcg)
+                run.log_metrics({f"{normalisation}_val_ndcg10": ndcg})
                 context.log.info(f"{normalisation}: best val loss {fitted.result.best_val_loss:.4f} at epoch "
                                  f"{fitted.result.best_epoch}, val nDCG@10 {ndcg:.3f}")
                 fitted_models[normalisation] = fitted
             chosen = max(validation, key=validation.get)
             best = fitted_models[chosen]
-            info = log_torch_model(best.model, np.zeros((2, len(EMOTIONS)), dtype=np.float32),
-                                   registered_model_name=name,
-                                   version_tags=mlflow.version_tags(context, name, fingerprint))
-            mlflow_api.log_param("chosen_normalisation", chosen)
+            run.register_torch(best.model, np.zeros((2, len(EMOTIONS)), dtype=np.float32))
+            run.log_params({"chosen_normalisation": chosen})
 
         for normalisation, fitted in fitted_models.items():
             options = {"dataset": dataset, "normalisation": normalisation, "vocabulary": fitted.vocabulary,
                        "hidden": list(fitted.config.hidden), "dropout": fitted.config.dropout,
                        "split_seed": config.split_seed, "normalisations": list(config.normalisations)}
             for card_name in [mlp_model_name(dataset, normalisation)] + ([name] if normalisation == chosen else []):
-                save_torch_model(emo_home().models, ModelCard(
+                save_torch_model(models.directory(), ModelCard(
                     name=card_name, kind="emotion_objects", architecture="mlp", size=len(EMOTIONS), options=options,
-                    profile=active_profile(), weights_source="trained from scratch"), fitted.model)
+                    profile=run.profile, weights_source="trained from scratch"), fitted.model)
         table = pd.DataFrame(history).assign(chosen=lambda f: f["normalisation"] == chosen)
         path = store.write_table(name, table)
-        return dg.MaterializeResult(metadata={
+        return dg.MaterializeResult(data_version=run.data_version, metadata=run.metadata([], extra={
             **table_metadata(table, path),
             "chosen_normalisation": chosen,
             "objects": len(best.vocabulary),
             **{f"val_ndcg10_{k}": round(v, 4) for k, v in validation.items()},
-            "mlflow_run_id": run.info.run_id,
-            "mlflow_model": f"{name} version {info.registered_model_version}",
             "validation_loss": png_metadata(loss_curves_png(table, f"Dataset {dataset.upper()}: MLP validation loss"),
                                             "validation loss per normalisation"),
-        })
+        }))
 
     return _asset
 
@@ -355,11 +321,12 @@ def _word_cloud_samples(evaluation, objects: pd.DataFrame, model, vocabulary, in
 
 
 @dg.asset(group_name=GROUP, kinds={"parquet"}, deps=["emotion_object_scores", *[mlp_model_name(d) for d in DATASETS]])
-def emotion_object_metrics(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def emotion_object_metrics(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                           models: ModelStoreResource) -> dg.MaterializeResult:
     """Emotion -> objects on each test image: precision, recall and nDCG at 5/10/15 of the objects ranked for
     its distribution, against its true objects; score baseline, each MLP, most frequent objects."""
     store = warehouse.get()
-    models_dir = emo_home().models
+    models_dir = models.directory()
     frames, metadata = [], {}
     for dataset in DATASETS:
         served = load_torch_model(models_dir, mlp_model_name(dataset))[1]
@@ -407,8 +374,9 @@ def seven_centred_scores_per_object(warehouse: WarehouseResource) -> dg.AssetChe
                                            f"{off_centre} whose final scores do not sum to 0")
 
 
-@dg.asset_check(asset="object_emotion_metrics", name="fc_beats_train_mean", blocking=True,
-                description="on each data set the GloVe FC model's test KL is below the train-mean baseline's")
+@dg.asset_check(asset="object_emotion_metrics", name="fc_beats_train_mean", blocking=False,
+                description="on each data set the GloVe FC model's test KL is below the train-mean baseline's "
+                            "(a warning: the scenes still compose with a weak critic)")
 def fc_beats_train_mean(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     table = warehouse.get().read_table("object_emotion_metrics").set_index(["dataset", "model"])["kl"]
     lines = {d: (float(table[(d, "fc")]), float(table[(d, "train_mean")])) for d in DATASETS}

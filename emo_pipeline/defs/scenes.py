@@ -7,27 +7,31 @@ few mixtures with the GloVe FC as critic and shows them as images. `scene_fideli
 scenes carry their emotion, judged by a model trained on the other half of dataset B's images.
 """
 
-import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
-from emo_pipeline.defs.shared.gpu import GPU_POOL, GPU_TAGS
-from emo_pipeline.defs.shared.metadata import png_metadata, table_metadata
-from emo_pipeline.defs.objects import object_model_name
-from emo_pipeline.defs.shared.resources import TorchDeviceResource, WarehouseResource, WordVectorsResource
-from emo_pipeline.objects.emotion_to_objects import distribution_vector
 from emo_pipeline.core.emotions import EMOTIONS
-from emo_pipeline.core.home import emo_home
-from emo_pipeline.storage.model_store import load_torch_model
-from emo_pipeline.objects.objects_to_emotion import object_critic
 from emo_pipeline.core.plots import metrics_bars_png
 from emo_pipeline.core.profiles import object_emotion_config
+from emo_pipeline.defs.shared.gpu import GPU_POOL, GPU_TAGS
+from emo_pipeline.defs.shared.metadata import png_metadata, table_metadata
+from emo_pipeline.defs.shared.resources import (
+    ModelStoreResource,
+    TorchDeviceResource,
+    WarehouseResource,
+    WordVectorsResource,
+)
+from emo_pipeline.defs.shared.settings import replace_settings
+from emo_pipeline.objects.emotion_to_objects import distribution_vector
+from emo_pipeline.objects.objects_to_emotion import object_critic, object_model_name
 from emo_pipeline.scenes.composer import ComposerConfig, compose_scene, held_out_fidelity, load_statistics, write_scene
 from emo_pipeline.scenes.statistics import box_samples, box_statistics, cooccurrence, relations
+from emo_pipeline.storage.model_store import load_torch_model
 
 GROUP = "scenes"
 CRITIC = object_model_name("fc", "b")
@@ -100,15 +104,15 @@ def _scene_name(weights: dict[str, float]) -> str:
 @dg.asset(group_name=GROUP, kinds={"parquet"}, op_tags=GPU_TAGS, pool=GPU_POOL,
           deps=["emotion_object_scores", "object_cooccurrence", "object_relations", "object_boxes", CRITIC])
 def emotion_scenes(context: dg.AssetExecutionContext, config: ScenesConfig, warehouse: WarehouseResource,
-                   word_vectors: WordVectorsResource) -> dg.MaterializeResult:
+                   models: ModelStoreResource, word_vectors: WordVectorsResource) -> dg.MaterializeResult:
     """One composed scene per emotion and per configured mixture (dataset B statistics, the GloVe FC as
     critic): scene graph JSON, label map PNG and legend under EMO_HOME/scenes, shown here as images."""
     store = warehouse.get()
     stats = load_statistics(store, "b")
-    model, _ = load_torch_model(emo_home().models, CRITIC)
+    model, _ = load_torch_model(models.directory(), CRITIC)
     critic = object_critic(model, "fc", word_vectors.get(context.log.info))
     composer = ComposerConfig(k=config.k, candidates=config.candidates)
-    folder = emo_home().root / "scenes"
+    folder = models.work_dir("scenes")
     targets = [{e: 1.0} for e in EMOTIONS] + [dict(m) for m in config.mixtures]
     rows, metadata = [], {}
     for i, weights in enumerate(targets):
@@ -139,15 +143,16 @@ class FidelityConfig(dg.Config):
 @dg.asset(group_name=GROUP, kinds={"parquet"}, op_tags=GPU_TAGS, pool=GPU_POOL,
           deps=["dataset_b", "dataset_b_objects", "dataset_b_relationships"])
 def scene_fidelity(context: dg.AssetExecutionContext, config: FidelityConfig, warehouse: WarehouseResource,
-                   word_vectors: WordVectorsResource, torch_device: TorchDeviceResource) -> dg.MaterializeResult:
+                   models: ModelStoreResource, word_vectors: WordVectorsResource,
+                   torch_device: TorchDeviceResource) -> dg.MaterializeResult:
     """Emotion fidelity of composed scenes: mean KL(d || judge(objects)) over the 7 emotions and random
     mixtures, for the composer with its critic, the plain top k of the score baseline and k random objects
     weighted by frequency; the judge is a GloVe FC trained on the half of dataset B the composer never saw."""
     store = warehouse.get()
-    fc = object_emotion_config("fc")
+    fc = object_emotion_config("fc", models.active_profile())
     if config.epochs is not None:
-        fc = dataclasses.replace(fc, epochs=config.epochs)
-    checkpoints = emo_home().root / "checkpoints" / "scene_fidelity"
+        fc = replace_settings(fc, {"epochs": config.epochs})
+    checkpoints = models.checkpoints("scene_fidelity", fc, str(config.seed))
     con = store.connect_scratch()
     try:
         table = held_out_fidelity(con, word_vectors.get(context.log.info), fc, checkpoints,
@@ -180,7 +185,7 @@ def label_maps_match_scene_graphs(warehouse: WarehouseResource) -> dg.AssetCheck
     bad = []
     for name, graph_path, labels_path, objects in zip(table["scene"], table["scene_graph"], table["label_map"],
                                                       table["objects"]):
-        graph = json.loads(open(graph_path, encoding="utf-8").read())
+        graph = json.loads(Path(graph_path).read_text(encoding="utf-8"))
         ids = {o["class_id"] for o in graph["objects"]}
         with Image.open(labels_path) as image:
             found = {int(v) for v in np.unique(np.asarray(image))}

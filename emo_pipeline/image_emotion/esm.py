@@ -25,12 +25,12 @@ import torch
 from torch import nn
 
 from emo_pipeline.core import metrics
-from emo_pipeline.image_emotion.training import OUTPUT_BIAS, clip_distribution, init_output_bias, loss_function
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
-from emo_pipeline.image_emotion.image_data import ImageMaps, ImagesWithMaps, ImageTargets, MirroredPairs, augment_batch
-from emo_pipeline.models import ESMResNet, FCN8s, WeightsInfo, build_esm_resnet, build_fcn8s
 from emo_pipeline.core.splits import stratified_split
 from emo_pipeline.core.train_loop import TrainConfig, TrainResult, predict, seed_everything, train
+from emo_pipeline.image_emotion.image_data import ImageMaps, ImagesWithMaps, ImageTargets, MirroredPairs, augment_batch
+from emo_pipeline.image_emotion.training import OUTPUT_BIAS, clip_distribution, init_output_bias, loss_function
+from emo_pipeline.models import ESMResNet, FCN8s, MapInput, WeightsInfo, build_esm_resnet, build_fcn8s
 
 ESM_SPLITS = ("train", "val", "test")
 ESM_RESNET_LOSSES = ("mse", "kl")  # the ESM-ResNet ends in a softmax: distribution losses only
@@ -42,11 +42,8 @@ class ESMConfig:
     the paper; narrower ones train from scratch on a CPU in minutes."""
 
     size: int = 64
-    epochs: int = 50
-    batch_size: int = 16
-    lr: float = 1e-4  # from scratch, 1e-3 saturates the sigmoid within a few steps
-    patience: int = 8
-    seed: int = 0
+    # From scratch, a learning rate of 1e-3 saturates the sigmoid within a few steps.
+    training: TrainConfig = TrainConfig(epochs=50, batch_size=16, lr=1e-4, patience=8)
     val_fraction: float = 0.15
     fc_channels: int = 4096
     trunk_width: int = 64  # VGG-16's; 16 costs 1/16 of the computation, for a CPU (no ImageNet weights then)
@@ -110,7 +107,7 @@ def fit_esm_model(
     log: Callable[[str], None] = print,
 ) -> FittedESM:
     """Train FCN-8s on EmotionROI (`maps`, `split` as read by emotionroi.py) at `config.size`."""
-    parts_split = esm_split(maps, split, config.val_fraction, config.seed)
+    parts_split = esm_split(maps, split, config.val_fraction, config.training.seed)
     table = maps.merge(parts_split, on="image_key", validate="one_to_one")
     parts = {name: table[table["split"] == name].sort_values("image_key").reset_index(drop=True)
              for name in ESM_SPLITS}
@@ -120,7 +117,7 @@ def fit_esm_model(
                             workers=config.workers)
             for name, part in parts.items()}
 
-    seed_everything(config.seed)
+    seed_everything(config.training.seed)
     model, weights = build_fcn8s(pretrained=config.pretrained, weights_path=config.weights_path,
                                  fc_channels=config.fc_channels, trunk_width=config.trunk_width)
     log(f"esm {config.size} px: {weights.source}" + (f" ({weights.detail})" if weights.detail else ""))
@@ -135,8 +132,7 @@ def fit_esm_model(
     train_data = MirroredPairs(data["train"]) if config.mirror else data["train"]
     result = train(
         model, train_data, data["val"], nn.functional.mse_loss,
-        TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, patience=config.patience,
-                    seed=config.seed),
+        config.training,
         checkpoint_dir, device=device, log=log,
     )
 
@@ -171,20 +167,6 @@ def predict_maps(model: nn.Module, image_paths: Sequence[str | Path], size: int,
     return predict(model, images, batch_size=batch_size, device=device)
 
 
-class MapInput(nn.Module):
-    """An `ESMResNet` behind one (N, 4, H, W) input: normalised RGB in channels 0-2, the map in channel 3.
-
-    One tensor is what the shared training loop, its augmentation and MLflow's model signature take.
-    """
-
-    def __init__(self, net: ESMResNet):
-        super().__init__()
-        self.net = net
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self.net(inputs[:, :3], inputs[:, 3:])
-
-
 @dataclass(frozen=True)
 class ESMResNetConfig:
     """The ESM-enhanced ResNet on Emotion6; `arch` is the trunk (resnet18 or resnet101).
@@ -199,16 +181,11 @@ class ESMResNetConfig:
     esm_model: str = "esm_fcn8s_64"  # the FCN whose predicted maps join the image features
     esm_grid: int = 7
     loss: str = "mse"
-    epochs: int = 30
-    batch_size: int = 16
-    lr: float = 1e-4
-    patience: int = 5
-    seed: int = 0
+    training: TrainConfig = TrainConfig(epochs=30, batch_size=16, lr=1e-4, patience=5)
     augment: bool = True
     pretrained: str = "auto"
     weights_path: str | None = None
-    workers: int = 2
-    weight_decay: float = 0.0
+    workers: int = 2                    # image decoding processes
     output_bias: str = "train_mean"
     output_weight_scale: float = 0.0
     clip_grid: tuple[float, ...] = metrics.CLIP_GRID
@@ -262,7 +239,7 @@ def fit_esm_resnet(
                                  workers=config.workers)
             for name, rows in parts.items()}
 
-    seed_everything(config.seed)
+    seed_everything(config.training.seed)
     net, weights = build_esm_resnet(config.arch, esm_grid=config.esm_grid, pretrained=config.pretrained,
                                     weights_path=config.weights_path)
     log(f"esm_resnet ({config.arch}): {weights.source}")
@@ -271,8 +248,7 @@ def fit_esm_resnet(
     model = MapInput(net)
     result = train(
         model, data["train"], data["val"], loss_function(config.loss),
-        TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, patience=config.patience,
-                    seed=config.seed, weight_decay=config.weight_decay),
+        config.training,
         checkpoint_dir, device=device, log=log, augment=augment_batch if config.augment else None,
     )
 

@@ -220,7 +220,8 @@ def _features_or_error(item: tuple[str, str], config: FeatureConfig) -> tuple[st
         return key, None, f"{type(exc).__name__}: {exc}"
 
 
-def _chunk(items: list[tuple[str, str]], config: FeatureConfig) -> list[tuple[str, dict[str, float] | None, str | None]]:
+def _chunk(items: list[tuple[str, str]],
+           config: FeatureConfig) -> list[tuple[str, dict[str, float] | None, str | None]]:
     return [_features_or_error(item, config) for item in items]
 
 

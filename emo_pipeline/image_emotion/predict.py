@@ -19,9 +19,15 @@ import torch
 from torch.nn import functional as F
 
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
-from emo_pipeline.image_emotion.inference import forward_batches, image_loader, prepare, unreadable_reason
 from emo_pipeline.core.metrics import clip_distribution
-from emo_pipeline.storage.model_store import ModelCard, available_models, load_card, load_sklearn_model, load_torch_model
+from emo_pipeline.image_emotion.inference import forward_batches, image_loader, prepare, unreadable_reason
+from emo_pipeline.storage.model_store import (
+    ModelCard,
+    available_models,
+    load_card,
+    load_sklearn_model,
+    load_torch_model,
+)
 from emo_pipeline.storage.warehouse import Warehouse
 
 DISTRIBUTION_KINDS = ("image", "esm_resnet", "features", "ensemble")

@@ -75,7 +75,8 @@ def _accuracy(true: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.mean(true == predicted)) if len(true) else float("nan")
 
 
-def train_dominant_svm(table: pd.DataFrame, feature_columns: Sequence[str], config: SVMConfig = SVMConfig()) -> SVMResult:
+def train_dominant_svm(table: pd.DataFrame, feature_columns: Sequence[str],
+                       config: SVMConfig = SVMConfig()) -> SVMResult:
     """Select (C, gamma) on validation, and report accuracies beside the majority baseline.
 
     `table` holds `image_key`, `split` (train/val/test), `true` (the dominant emotion) and the feature
@@ -126,8 +127,8 @@ def train_dominant_svm(table: pd.DataFrame, feature_columns: Sequence[str], conf
         best={"C": best["C"], "gamma_factor": best["gamma_factor"], "gamma": best["gamma"]},
         selection=selection,
         accuracy={name: _accuracy(y[name], predicted[name]) for name in SPLITS},
-        balanced_accuracy={name: float(balanced_accuracy_score(y[name], predicted[name])) if len(y[name]) else float("nan")
-                           for name in SPLITS},
+        balanced_accuracy={name: float(balanced_accuracy_score(y[name], predicted[name])) if len(y[name])
+                           else float("nan") for name in SPLITS},
         majority_class=majority,
         majority_accuracy={name: _accuracy(y[name], np.full(len(y[name]), majority)) for name in SPLITS},
         predictions=predictions,

@@ -29,10 +29,11 @@ import torch
 from torch import nn
 
 from emo_pipeline.core import metrics
+from emo_pipeline.core.digests import frame_fingerprint
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
+from emo_pipeline.core.train_loop import TrainConfig, TrainResult, predict, seed_everything, train
 from emo_pipeline.image_emotion.image_data import ImageTargets, augment_batch
 from emo_pipeline.models import WeightsInfo, build_model
-from emo_pipeline.core.train_loop import TrainConfig, TrainResult, predict, seed_everything, train
 
 LOSSES = ("mse", "kl", "ce")
 OUTPUT_BIAS = ("default", "train_mean")  # default: the framework's initialisation of the last layer
@@ -46,16 +47,11 @@ class EmotionModelConfig:
     model: str
     size: int
     loss: str = "mse"
-    epochs: int = 10
-    batch_size: int = 16
-    lr: float = 1e-4
-    patience: int = 5
-    seed: int = 0
+    training: TrainConfig = TrainConfig(epochs=10, batch_size=16, lr=1e-4, patience=5)
     augment: bool = True
     pretrained: str = "auto"
     weights_path: str | None = None
-    workers: int = 2
-    weight_decay: float = 0.0
+    workers: int = 2                    # image decoding processes
     output_bias: str = "train_mean"     # one of OUTPUT_BIAS
     output_weight_scale: float = 0.0    # with train_mean: factor on the last layer's initial weights
     clip_grid: tuple[float, ...] = metrics.CLIP_GRID  # floors tried on validation; (0.0,) turns clipping off
@@ -81,6 +77,12 @@ class FittedEmotionModel:
     clip: float = 0.0          # the floor chosen on validation, already applied to `predictions`
     clip_scores: dict[float, float] | None = None  # validation KL for each floor tried
     options: dict | None = None  # builder_options(config): what build_model needs to rebuild the model
+
+
+def labels_fingerprint(labels: pd.DataFrame, split: pd.DataFrame) -> str:
+    """Changes whenever the images, their labels or the split change: new data, new checkpoints."""
+    table = labels[["image_key", "image_path", *PROB_COLUMNS]].merge(split, on="image_key").sort_values("image_key")
+    return frame_fingerprint(table)
 
 
 def builder_options(config: EmotionModelConfig) -> dict:
@@ -183,7 +185,7 @@ def fit_emotion_model(
                                workers=config.workers)
             for name, part in parts.items()}
 
-    seed_everything(config.seed)
+    seed_everything(config.training.seed)
     options = builder_options(config)
     model, weights = build_model(config.model, pretrained=config.pretrained, weights_path=config.weights_path,
                                  **options)
@@ -197,9 +199,7 @@ def fit_emotion_model(
         init_output_bias(model, mean, weight_scale=config.output_weight_scale)
     result = train(
         model, data["train"], data["val"], loss_function(config.loss),
-        TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, patience=config.patience,
-                    seed=config.seed, weight_decay=config.weight_decay),
-        checkpoint_dir, device=device, log=log, augment=augment_batch if config.augment else None,
+        config.training, checkpoint_dir, device=device, log=log, augment=augment_batch if config.augment else None,
     )
 
     probs = {}

@@ -1,5 +1,9 @@
 """Torch models of the paper, by name.
 
+Every torch module of the project lives in this package. `build_from_card(card)` rebuilds the
+untrained network a model card describes (the registry from a card's kind to its builder), for
+`emo_pipeline.storage.model_store` to load saved weights into: loading a model needs no training code.
+
 `build_model(name)` gives the image -> emotion models that take one (N, 3, S, S) batch and return
 (N, 7): the small CNN and the ImageNet architectures, as distribution models (softmax, MSE) or
 dominant-emotion classifiers (`*_classifier`, logits for cross-entropy). The two ESM models have
@@ -27,20 +31,28 @@ from emo_pipeline.models.backbones import (
     cache_path,
     emotion_backbone,
 )
-from emo_pipeline.models.esm_resnet import ESMResNet, build_esm_resnet
+from emo_pipeline.models.emotion_objects_mlp import EmotionObjectMLP
+from emo_pipeline.models.esm_resnet import ESMResNet, MapInput, build_esm_resnet
 from emo_pipeline.models.fcn8s import FCN8s, build_fcn8s
+from emo_pipeline.models.object_models import ObjectFC, PhraseRNN, rebuild_object_model
 from emo_pipeline.models.small_cnn import SmallCNN
 
 __all__ = [
     "MODEL_NAMES",
     "PRETRAINED_MODES",
+    "TORCH_KINDS",
     "ESMResNet",
+    "EmotionObjectMLP",
     "FCN8s",
+    "MapInput",
+    "ObjectFC",
+    "PhraseRNN",
     "PretrainedWeightsMissing",
     "SmallCNN",
     "WeightsInfo",
     "build_esm_resnet",
     "build_fcn8s",
+    "build_from_card",
     "build_model",
     "cache_path",
     "input_size",
@@ -126,3 +138,32 @@ def build_model(
         return model, WeightsInfo(False, f"none: trained from scratch (no pretrained weights exist for {name})")
     return emotion_backbone(spec.arch, outputs=EMOTION_OUTPUTS, distribution=spec.distribution,
                             pretrained=pretrained, weights_path=weights_path)
+
+
+def _image_model(card) -> nn.Module:
+    return build_model(card.architecture, pretrained="none", **card.options)[0]
+
+
+def _emotion_objects_mlp(card) -> nn.Module:
+    options = card.options
+    return EmotionObjectMLP(len(options["vocabulary"]), tuple(options["hidden"]), options["dropout"])
+
+
+# A model card's kind -> the builder of its untrained network (no pretrained weights are looked for).
+_BUILDERS = {
+    "image": _image_model,
+    "esm_fcn8s": lambda card: build_fcn8s(pretrained="none", **card.options)[0],
+    "esm_resnet": lambda card: build_esm_resnet(card.architecture, pretrained="none", **card.options)[0],
+    "objects_emotion": lambda card: rebuild_object_model(card.architecture, card.size, card.options),
+    "emotion_objects": _emotion_objects_mlp,
+}
+TORCH_KINDS: tuple[str, ...] = tuple(_BUILDERS)
+
+
+def build_from_card(card) -> nn.Module:
+    """The untrained network a model card (`emo_pipeline.storage.model_store.ModelCard`) describes."""
+    try:
+        builder = _BUILDERS[card.kind]
+    except KeyError:
+        raise ValueError(f"model {card.name!r} is of kind {card.kind!r}, not a torch model") from None
+    return builder(card)

@@ -62,3 +62,17 @@ def build_esm_resnet(
     feature_dim = trunk.fc.in_features
     trunk.fc = nn.Identity()
     return ESMResNet(trunk, feature_dim, outputs=outputs, esm_grid=esm_grid), info
+
+
+class MapInput(nn.Module):
+    """An `ESMResNet` behind one (N, 4, H, W) input: normalised RGB in channels 0-2, the map in channel 3.
+
+    One tensor is what the shared training loop, its augmentation and MLflow's model signature take.
+    """
+
+    def __init__(self, net: ESMResNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(inputs[:, :3], inputs[:, 3:])

@@ -1,1 +1,2 @@
-"""Objects <-> emotions: GloVe objects -> emotion models, the emotion -> objects score baseline and MLP, ranking metrics."""
+"""Objects <-> emotions: GloVe objects -> emotion models, the emotion -> objects score baseline and MLP,
+ranking metrics."""

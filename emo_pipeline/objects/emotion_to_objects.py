@@ -27,8 +27,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
-from emo_pipeline.objects.ranking import ranking_metrics
 from emo_pipeline.core.train_loop import TrainConfig, TrainResult, seed_everything, train
+from emo_pipeline.models.emotion_objects_mlp import EmotionObjectMLP
+from emo_pipeline.objects.ranking import ranking_metrics
 
 # The per-object table and the key of its images, per data set.
 OBJECT_TABLES = {"a": ("dataset_a_objects", "image_key"), "b": ("dataset_b_objects", "image_id")}
@@ -133,23 +134,7 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return order[:, :k]
 
 
-# --- The MLP ---------------------------------------------------------------------------------------
-class EmotionObjectMLP(nn.Module):
-    """The paper's network: FC(7,500)-ReLU-Dropout-FC(500,2000)-ReLU-Dropout-FC(2000,1500)-ReLU-FC(1500,N)-Sigmoid."""
-
-    def __init__(self, n_objects: int, hidden: tuple[int, int, int] = (500, 2000, 1500), dropout: float = 0.5):
-        super().__init__()
-        a, b, c = hidden
-        self.layers = nn.Sequential(
-            nn.Linear(len(EMOTIONS), a), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(b, c), nn.ReLU(),
-            nn.Linear(c, n_objects), nn.Sigmoid())
-
-    def forward(self, distribution: torch.Tensor) -> torch.Tensor:
-        return self.layers(distribution)
-
-
+# --- The MLP (emo_pipeline.models.emotion_objects_mlp) ------------------------------------------------
 def object_vocabulary(objects: pd.DataFrame, train_keys: Sequence, size: int) -> list[str]:
     """The `size` objects found in the most training images (ties by name); `objects` has key, object."""
     train = objects[objects["key"].isin(set(train_keys))]
@@ -215,14 +200,11 @@ class MLPConfig:
 
     normalisation: str = "count_share"
     vocabulary_size: int = 1000
-    epochs: int = 50
-    batch_size: int = 64
-    lr: float = 0.005
-    lr_decay: float = 0.01
-    patience: int = 50       # the paper trains all epochs; early stopping keeps the best validation epoch
+    # The paper trains all epochs: a patience of 50 never stops early, and the best validation epoch is kept.
+    training: TrainConfig = TrainConfig(epochs=50, batch_size=64, lr=0.005, lr_decay=0.01, patience=50,
+                                     optimizer="adagrad")
     dropout: float = 0.5
     hidden: tuple[int, int, int] = (500, 2000, 1500)
-    seed: int = 0
 
 
 @dataclass
@@ -251,14 +233,12 @@ def fit_emotion_object_mlp(inputs: pd.DataFrame, objects: pd.DataFrame, split: p
     data = {name: DistributionTargets(distributions.loc[k].to_numpy(),
                                       object_targets(objects, k, vocabulary, config.normalisation))
             for name, k in keys.items()}
-    seed_everything(config.seed)
+    seed_everything(config.training.seed)
     model = EmotionObjectMLP(len(vocabulary), config.hidden, config.dropout)
     log(f"emotion -> objects MLP ({config.normalisation}): {len(keys['train'])} train images, "
         f"{len(vocabulary)} objects")
     result = train(model, data["train"], data["val"], nn.functional.binary_cross_entropy,
-                   TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                               patience=config.patience, seed=config.seed, optimizer="adagrad",
-                               lr_decay=config.lr_decay),
+                   config.training,
                    checkpoint_dir, device=device, log=log)
     return FittedMLP(model.cpu().eval(), config, vocabulary, result)
 

@@ -26,12 +26,13 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from emo_pipeline.core import metrics
+from emo_pipeline.core.digests import frame_fingerprint
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
 from emo_pipeline.core.splits import stratified_split
 from emo_pipeline.core.train_loop import TrainConfig, TrainResult, predict, seed_everything, train
+from emo_pipeline.models.object_models import FAMILIES, build_object_model
 from emo_pipeline.objects.word_vectors import WordVectors
 
-FAMILIES = ("fc", "rnn", "lstm", "lstm_dropout")
 DATASETS = ("a", "b")
 
 _EMOTION_COLUMNS = ", ".join(EMOTIONS)
@@ -56,6 +57,16 @@ _INPUTS_SQL = {
 }
 
 
+def object_model_name(family: str, dataset: str) -> str:
+    """The model asset, registered model and card name of a family trained on dataset A or B."""
+    return f"objects_emotion_{family}_{dataset}"
+
+
+def inputs_fingerprint(inputs: pd.DataFrame, split: pd.DataFrame) -> str:
+    """Changes when the images, their objects, distributions or the split change."""
+    return frame_fingerprint(inputs.assign(objects=inputs["objects"].map(" | ".join)).merge(split, on="key"))
+
+
 def image_inputs(con, dataset: str) -> pd.DataFrame:
     """key, dominant_emotion, prob_<emotion>..., objects (list), paragraph: the images with objects.
 
@@ -74,43 +85,6 @@ def split_images(inputs: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     return split.astype({"key": inputs["key"].dtype})
 
 
-# --- Models --------------------------------------------------------------------------------------------
-class ObjectFC(nn.Module):
-    """Average GloVe vector of the objects -> linear -> softmax."""
-
-    def __init__(self, dim: int = 50):
-        super().__init__()
-        self.fc = nn.Linear(dim, len(EMOTIONS))
-
-    def forward(self, mean_vector: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.fc(mean_vector), dim=1)
-
-
-class PhraseRNN(nn.Module):
-    """Token ids (0 = padding) -> frozen GloVe rows -> RNN / LSTM -> last hidden state -> softmax."""
-
-    def __init__(self, embedding: torch.Tensor, family: str = "lstm", hidden: int = 64, dropout: float = 0.5):
-        super().__init__()
-        if family not in FAMILIES[1:]:
-            raise ValueError(f"family {family!r}: choose one of {', '.join(FAMILIES[1:])}")
-        self.embed = nn.Embedding.from_pretrained(embedding, freeze=True, padding_idx=0)
-        cell = nn.RNN if family == "rnn" else nn.LSTM
-        layers = 2 if family == "lstm_dropout" else 1
-        self.rnn = cell(embedding.shape[1], hidden, num_layers=layers, batch_first=True,
-                        dropout=dropout if layers > 1 else 0.0)
-        self.dropout = nn.Dropout(dropout if family == "lstm_dropout" else 0.0)
-        self.fc = nn.Linear(hidden, len(EMOTIONS))
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        # Padding comes after the words, so the output at the last word equals the final state of a
-        # packed run; gathering it (rather than packing) keeps the model exportable with torch.export.
-        last_word = ((tokens != 0).sum(dim=1) - 1).clamp(min=0)
-        outputs, _ = self.rnn(self.embed(tokens))
-        last = outputs[torch.arange(len(tokens), device=tokens.device), last_word]
-        return torch.softmax(self.fc(self.dropout(last)), dim=1)
-
-
-# --- Inputs --------------------------------------------------------------------------------------------
 def mean_vectors(object_lists: Sequence[Sequence[str]],
                  vectors: WordVectors) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(n, dim) average vector of each image's objects (each occurrence counts), a mask of the images
@@ -156,14 +130,10 @@ def embedding_matrix(vocabulary: Sequence[str], vectors: WordVectors) -> torch.T
 @dataclass(frozen=True)
 class ObjectEmotionConfig:
     family: str = "fc"
-    epochs: int = 60
-    batch_size: int = 32
-    lr: float = 1e-2
-    patience: int = 10
+    training: TrainConfig = TrainConfig(epochs=60, batch_size=32, lr=1e-2, patience=10)
     hidden: int = 64
     dropout: float = 0.5
     max_tokens: int = 80
-    seed: int = 0
 
 
 @dataclass
@@ -189,21 +159,10 @@ def model_inputs(inputs: pd.DataFrame, vectors: WordVectors, family: str, max_to
     return torch.from_numpy(ids), vocabulary, missing, int((ids[:, 0] == 0).sum())
 
 
-def build_object_model(family: str, dim: int, embedding: torch.Tensor | None, hidden: int,
-                       dropout: float) -> nn.Module:
-    return ObjectFC(dim) if family == "fc" else PhraseRNN(embedding, family, hidden=hidden, dropout=dropout)
-
-
 def card_options(fitted: FittedObjectModel, config: ObjectEmotionConfig, dataset: str) -> dict:
     """What a model card needs to rebuild and feed a fitted model."""
     return {"dataset": dataset, "hidden": config.hidden, "dropout": config.dropout,
             "max_tokens": config.max_tokens, "vocabulary": fitted.vocabulary}
-
-
-def rebuild_object_model(family: str, dim: int, options: dict) -> nn.Module:
-    """The untrained model of a card (its saved weights bring the embedding rows)."""
-    embedding = torch.zeros(len(options["vocabulary"]) + 1, dim)
-    return build_object_model(family, dim, embedding, options["hidden"], options["dropout"])
 
 
 def fit_object_emotion_model(inputs: pd.DataFrame, split: pd.DataFrame, vectors: WordVectors,
@@ -220,15 +179,14 @@ def fit_object_emotion_model(inputs: pd.DataFrame, split: pd.DataFrame, vectors:
     if min(len(p) for p in parts.values()) == 0:
         raise ValueError(f"{config.family}: the train and validation splits need images "
                          f"({len(parts['train'])} train, {len(parts['val'])} val)")
-    seed_everything(config.seed)
+    seed_everything(config.training.seed)
     embedding = embedding_matrix(vocabulary, vectors) if config.family != "fc" else None
     model = build_object_model(config.family, vectors.dim, embedding, config.hidden, config.dropout)
     log(f"{config.family}: {len(inputs)} images ({len(parts['train'])} train), {len(vocabulary)} words, "
         f"{len(missing)} out-of-vocabulary names, {empty} images without a known word")
     result = train(model, TensorDataset(x[parts["train"]], y[parts["train"]]),
                    TensorDataset(x[parts["val"]], y[parts["val"]]), nn.functional.mse_loss,
-                   TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                               patience=config.patience, seed=config.seed),
+                   config.training,
                    checkpoint_dir, device=device, log=log)
     probs = predict(model, TensorDataset(x, y), batch_size=256, device=device).numpy()
     predictions = pd.DataFrame(probs, columns=list(PROB_COLUMNS))

@@ -30,8 +30,9 @@ import pandas as pd
 
 from emo_pipeline.core import metrics
 from emo_pipeline.core.atomic import atomic_output, write_text_atomic
-from emo_pipeline.objects.emotion_to_objects import final_matrix, score_objects
 from emo_pipeline.core.emotions import EMOTIONS
+from emo_pipeline.core.plots import scene_figure_png
+from emo_pipeline.objects.emotion_to_objects import final_matrix, score_objects
 from emo_pipeline.objects.objects_to_emotion import (
     ObjectEmotionConfig,
     fit_object_emotion_model,
@@ -39,10 +40,9 @@ from emo_pipeline.objects.objects_to_emotion import (
     object_critic,
     split_images,
 )
-from emo_pipeline.core.plots import scene_figure_png
+from emo_pipeline.objects.word_vectors import WordVectors
 from emo_pipeline.scenes.layout import Box, colour_legend_png, label_map, label_map_png, place_objects
 from emo_pipeline.scenes.statistics import box_samples, cooccurrence, relations
-from emo_pipeline.objects.word_vectors import WordVectors
 
 Critic = Callable[[list[list[str]]], np.ndarray]   # object lists -> (n, 7) predicted distributions
 

@@ -172,12 +172,13 @@ def read_emotion6(root: str | Path, *, check_images: bool = True) -> Emotion6Dat
         rows.append(row)
 
     labels = pd.DataFrame(rows, columns=[c for c in LABEL_COLUMNS if c not in ("dominant_emotion", "dominant_tied")])
-    top, tied = dominant_emotion(labels[list(PROB_COLUMNS)].to_numpy()) if len(labels) else (np.array([], int), np.array([], bool))
+    top, tied = (dominant_emotion(labels[list(PROB_COLUMNS)].to_numpy()) if len(labels)
+                 else (np.array([], int), np.array([], bool)))
     labels["dominant_emotion"] = pd.Series(np.asarray(EMOTIONS)[top] if len(labels) else [], dtype="string")
     labels["dominant_tied"] = tied.astype(bool)
     labels = labels.astype({"image_key": "string", "keyword": "string", "image_path": "string",
                             "width": "Int32", "height": "Int32",
-                            **{c: "float64" for c in ("valence", "arousal", *PROB_COLUMNS)}})
+                            **dict.fromkeys(("valence", "arousal", *PROB_COLUMNS), "float64")})
     # Sort by key so that the same records give the same table whatever the file's row order.
     labels = labels.sort_values("image_key", key=_natural_key).reset_index(drop=True)
     return Emotion6Data(labels=labels[list(LABEL_COLUMNS)], rejected=rejected)

@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from emo_pipeline.sources.emotion6 import check_image
 from emo_pipeline.core.emotions import KEYWORDS
 from emo_pipeline.core.rejection import DatasetReport, NotADatasetError, Rejection
+from emo_pipeline.sources.emotion6 import check_image
 
 # The warehouse tables read from an EmotionROI folder.
 TABLES = ("emotionroi_maps", "emotionroi_split", "emotionroi_rejected")

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from emo_pipeline.core.atomic import atomic_output, write_text_atomic
+from emo_pipeline.models import build_from_card
 
 KINDS = ("image", "esm_fcn8s", "esm_resnet", "features", "ensemble", "objects_emotion", "emotion_objects")
 
@@ -96,30 +97,6 @@ def save_torch_model(models_dir: Path, card: ModelCard, model: nn.Module) -> Pat
         torch.save(model.state_dict(), tmp)
     save_card(models_dir, card)
     return weights
-
-
-def build_from_card(card: ModelCard) -> nn.Module:
-    """The untrained architecture a card describes (no pretrained weights are looked for)."""
-    from emo_pipeline.models import build_esm_resnet, build_fcn8s, build_model
-
-    if card.kind == "image":
-        model, _ = build_model(card.architecture, pretrained="none", **card.options)
-    elif card.kind == "esm_fcn8s":
-        model, _ = build_fcn8s(pretrained="none", **card.options)
-    elif card.kind == "esm_resnet":
-        model, _ = build_esm_resnet(card.architecture, pretrained="none", **card.options)
-    elif card.kind == "objects_emotion":
-        from emo_pipeline.objects.objects_to_emotion import rebuild_object_model
-
-        model = rebuild_object_model(card.architecture, card.size, card.options)
-    elif card.kind == "emotion_objects":
-        from emo_pipeline.objects.emotion_to_objects import EmotionObjectMLP
-
-        options = card.options
-        model = EmotionObjectMLP(len(options["vocabulary"]), tuple(options["hidden"]), options["dropout"])
-    else:
-        raise ValueError(f"model {card.name!r} is of kind {card.kind!r}, not a torch model")
-    return model
 
 
 def load_torch_model(models_dir: Path, name: str, *, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelCard]:

@@ -22,12 +22,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from emo_pipeline.core.atomic import write_text_atomic
 from emo_pipeline.core.emotions import EMOTIONS
 from emo_pipeline.synthetic import grammar as g
+
+if TYPE_CHECKING:
+    import pandas as pd
 from emo_pipeline.synthetic.annotation import ANNOTATORS, latent_distribution
 from emo_pipeline.synthetic.emotion6_writer import write_emotion6
 from emo_pipeline.synthetic.emotionroi_writer import write_emotionroi
@@ -134,7 +138,7 @@ def _vg_records(moods: list[np.ndarray], latent: list[np.ndarray]) -> dict[str, 
             for i, (m, row) in enumerate(zip(mood, dist))}
 
 
-def read_planted_vg(world: Path) -> "pd.DataFrame":
+def read_planted_vg(world: Path) -> pd.DataFrame:
     """The planted Visual Genome distributions of a world: image_id, mood and prob_<emotion> columns."""
     import pandas as pd
 

@@ -8,13 +8,13 @@ the same average on new images.
 
 import dagster as dg
 
-from emo_pipeline.defs.image_emotion.torch_models import GROUP, REPORTED, split_metrics
+from emo_pipeline.core.metrics import REPORTED, split_metrics
+from emo_pipeline.core.profiles import CLASSIFIERS, EMOTION_MODELS
+from emo_pipeline.defs.image_emotion.torch_models import GROUP
 from emo_pipeline.defs.shared.metadata import table_metadata
-from emo_pipeline.defs.shared.resources import MLflowResource, WarehouseResource
+from emo_pipeline.defs.shared.resources import MLflowResource, ModelStoreResource, WarehouseResource
 from emo_pipeline.image_emotion.ensemble import fit_ensemble
-from emo_pipeline.core.home import emo_home
 from emo_pipeline.storage.model_store import ModelCard, save_card
-from emo_pipeline.core.profiles import CLASSIFIERS, EMOTION_MODELS, active_profile
 
 ENSEMBLE = "ensemble"
 # Every model that predicts a distribution from an image, in the order the tables list them.
@@ -36,7 +36,7 @@ class EnsembleConfig(dg.Config):
     ],
 )
 def ensemble(context: dg.AssetExecutionContext, config: EnsembleConfig, warehouse: WarehouseResource,
-             mlflow: MLflowResource):
+             models: ModelStoreResource, mlflow: MLflowResource):
     import mlflow as mlflow_api
 
     store = warehouse.get()
@@ -54,8 +54,8 @@ def ensemble(context: dg.AssetExecutionContext, config: EnsembleConfig, warehous
     scores = split_metrics(result.predictions, labels)
 
     card = ModelCard(name=ENSEMBLE, kind="ensemble", architecture="mean", size=0, clip=result.clip,
-                     members=tuple(result.members), profile=active_profile())
-    card_path = save_card(emo_home().models, card)
+                     members=tuple(result.members), profile=models.active_profile())
+    card_path = save_card(models.directory(), card)
     predictions_path = store.write_table(f"{ENSEMBLE}_predictions", result.predictions)
     with mlflow.start_run(context, run_name=ENSEMBLE) as run:
         mlflow_api.log_params({"members": ",".join(result.members), "candidates": ",".join(available),

@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 
 from emo_pipeline.core import metrics
+from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
+from emo_pipeline.core.plots import metrics_bars_png
+from emo_pipeline.core.profiles import CLASSIFIERS
 from emo_pipeline.defs.image_emotion.ensemble import CANDIDATES, ENSEMBLE
 from emo_pipeline.defs.shared.metadata import png_metadata, table_metadata
 from emo_pipeline.defs.shared.resources import WarehouseResource
 from emo_pipeline.image_emotion.dominant import MAJORITY, accuracy_table, labelled_split, majority_predictions
-from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
-from emo_pipeline.core.plots import metrics_bars_png
-from emo_pipeline.core.profiles import CLASSIFIERS
 
 GROUP = "evaluation"
 ACCURACY_TABLE = "dominant_emotion_accuracy"
@@ -78,7 +78,8 @@ def accuracy_rows(warehouse: WarehouseResource) -> dg.AssetCheckResult:
 
 @dg.asset(group_name=GROUP, kinds={"parquet"},
           deps=[*(f"{name}_predictions" for name in DISTRIBUTION_MODELS), "emotion6_labels", "emotion6_split"])
-def emotion_distribution_metrics(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def emotion_distribution_metrics(context: dg.AssetExecutionContext,
+                                 warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Every distribution metric for every model and split (val, test), beside the train-mean baseline
     (the mean training distribution predicted for every image)."""
     store = warehouse.get()

@@ -20,150 +20,108 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from emo_pipeline.defs.image_emotion.torch_models import REPORTED, frame_fingerprint
-from emo_pipeline.defs.shared.metadata import png_metadata, table_metadata
-from emo_pipeline.defs.shared.resources import MLflowResource, WarehouseResource
-from emo_pipeline.image_emotion.dominant import PREDICTION_COLUMNS
+from emo_pipeline.core.digests import frame_fingerprint
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
+from emo_pipeline.core.metrics import REPORTED
+from emo_pipeline.core.plots import confusion_png
+from emo_pipeline.defs.shared.checks import predictions_check_spec, predictions_cover_split
+from emo_pipeline.defs.shared.metadata import png_metadata, table_metadata, test_samples_metadata
+from emo_pipeline.defs.shared.publisher import TrainingRun, code_version
+from emo_pipeline.defs.shared.resources import MLflowResource, ModelStoreResource, WarehouseResource
+from emo_pipeline.defs.shared.settings import apply_overrides, overrides_config
+from emo_pipeline.image_emotion import feature_ridge as feature_ridge_module
+from emo_pipeline.image_emotion import svm as svm_module
+from emo_pipeline.image_emotion.dominant import PREDICTION_COLUMNS
 from emo_pipeline.image_emotion.feature_ridge import FeatureRidgeConfig, fit_feature_ridge
 from emo_pipeline.image_emotion.features import FeatureConfig
-from emo_pipeline.core.home import emo_home
-from emo_pipeline.storage.model_store import ModelCard, save_sklearn_model
-from emo_pipeline.core.plots import confusion_png, distribution_bars_png
-from emo_pipeline.core.profiles import active_profile
 from emo_pipeline.image_emotion.svm import SPLITS, SVMConfig, train_dominant_svm, training_table
-from emo_pipeline.storage.tracking import log_sklearn_model
+from emo_pipeline.storage.model_store import ModelCard
 
 GROUP = "image_models"
 SVM_MODEL = "svm_dominant_emotion"
 SVM_PREDICTIONS = "svm_predictions"
 _INPUTS = ["emotion6_features", "emotion6_split", "emotion6_labels"]
 
-
-class SVMTrainConfig(dg.Config):
-    """The model-selection grid (see `emo_pipeline.image_emotion.svm`)."""
-
-    c_grid: list[float] = list(SVMConfig().c_grid)
-    gamma_factors: list[float] = list(SVMConfig().gamma_factors)  # gamma = factor / number of features
-    class_weight: str | None = None  # None (accuracy, as the paper scores it) or "balanced"
-
-    def svm_config(self) -> SVMConfig:
-        return SVMConfig(c_grid=tuple(self.c_grid), gamma_factors=tuple(self.gamma_factors),
-                         class_weight=self.class_weight)
+SVMTrainConfig = overrides_config(SVMConfig, "SVMTrainConfig")
 
 
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(SVM_MODEL, group_name=GROUP, deps=_INPUTS, kinds={"sklearn", "mlflow"},
+                     code_version=code_version(svm_module),
                      description="RBF SVM on standardised GLCM + CIECAM02 features predicting the dominant emotion; "
                                  "C and gamma chosen on validation. Stored in MLflow as a registered model."),
         dg.AssetSpec(SVM_PREDICTIONS, group_name=GROUP, deps=_INPUTS, kinds={"parquet"},
-                     description="The SVM's dominant emotion for every Emotion6 image: image_key, split, true, predicted."),
+                     code_version=code_version(svm_module),
+                     description="The SVM's dominant emotion for every Emotion6 image: image_key, split, true, "
+                                 "predicted."),
     ],
+    check_specs=[predictions_check_spec(SVM_PREDICTIONS)],
     name="svm",
 )
 def svm(context: dg.AssetExecutionContext, config: SVMTrainConfig, warehouse: WarehouseResource,
-        mlflow: MLflowResource):
-    import mlflow as mlflow_api
-
+        models: ModelStoreResource, mlflow: MLflowResource):
     store = warehouse.get()
     features = store.read_table("emotion6_features")
     feature_columns = [c for c in features.columns if c != "image_key"]
+    split = store.read_table("emotion6_split")
     table = training_table(features, store.read_table("emotion6_labels", columns=["image_key", "dominant_emotion"]),
-                           store.read_table("emotion6_split"))
-    began = time.perf_counter()
-    result = train_dominant_svm(table, feature_columns, config.svm_config())
-    seconds = time.perf_counter() - began
-    context.log.info(f"SVM C={result.best['C']:g} gamma={result.best['gamma']:.3g}: "
-                     + ", ".join(f"{s} {result.accuracy[s]:.3f} (majority {result.majority_accuracy[s]:.3f})"
-                                 for s in SPLITS))
-    predictions_path = store.write_table(SVM_PREDICTIONS, result.predictions)
+                           split)
+    settings = apply_overrides(SVMConfig(), config)
+    with TrainingRun(context, SVM_MODEL, settings, frame_fingerprint(table), models=models, mlflow=mlflow) as run:
+        began = time.perf_counter()
+        result = train_dominant_svm(table, feature_columns, settings)
+        seconds = time.perf_counter() - began
+        context.log.info(f"SVM C={result.best['C']:g} gamma={result.best['gamma']:.3g}: "
+                         + ", ".join(f"{s} {result.accuracy[s]:.3f} (majority {result.majority_accuracy[s]:.3f})"
+                                     for s in SPLITS))
+        run.log_params({"C": result.best["C"], "gamma": result.best["gamma"],
+                        "gamma_factor": result.best["gamma_factor"], "features": len(feature_columns),
+                        "train_images": int((table["split"] == "train").sum()),
+                        "majority_class": result.majority_class})
+        run.log_metrics({**{f"{s}_accuracy": v for s, v in result.accuracy.items()},
+                         **{f"majority_{s}_accuracy": v for s, v in result.majority_accuracy.items()},
+                         **{f"{s}_balanced_accuracy": v for s, v in result.balanced_accuracy.items()}})
+        import mlflow as mlflow_api
 
-    test = result.predictions[result.predictions["split"] == "test"]
-    present = set(test["true"]) | set(test["predicted"])
-    confusion = confusion_png(test["true"].to_numpy(), test["predicted"].to_numpy(),
-                              [e for e in EMOTIONS if e in present], "SVM, test split")
-    with mlflow.start_run(context, run_name=SVM_MODEL) as run:
-        mlflow_api.log_params({
-            "C": result.best["C"], "gamma": result.best["gamma"], "gamma_factor": result.best["gamma_factor"],
-            "class_weight": str(config.class_weight), "c_grid": config.c_grid, "gamma_factors": config.gamma_factors,
-            "features": len(feature_columns), "train_images": int((table["split"] == "train").sum()),
-            "majority_class": result.majority_class,
-        })
-        mlflow_api.log_metrics({
-            **{f"{s}_accuracy": v for s, v in result.accuracy.items() if np.isfinite(v)},
-            **{f"{s}_balanced_accuracy": v for s, v in result.balanced_accuracy.items() if np.isfinite(v)},
-            **{f"majority_{s}_accuracy": v for s, v in result.majority_accuracy.items() if np.isfinite(v)},
-        })
         mlflow_api.log_text(result.selection.to_csv(index=False), "model_selection.csv")
+        test = result.predictions[result.predictions["split"] == "test"]
+        present = set(test["true"]) | set(test["predicted"])
+        confusion = confusion_png(test["true"].to_numpy(), test["predicted"].to_numpy(),
+                                  [e for e in EMOTIONS if e in present], "SVM, test split")
         with tempfile.TemporaryDirectory() as folder:
             png = Path(folder) / "confusion_test.png"
             png.write_bytes(confusion)
             mlflow_api.log_artifact(str(png))
-        info = log_sklearn_model(result.pipeline, "model", table[feature_columns].head(2), SVM_MODEL,
-                                 mlflow.version_tags(context, SVM_MODEL, frame_fingerprint(table)))
-    run_id = run.info.run_id
+        run.register_sklearn(result.pipeline, table[feature_columns].head(2))
+    predictions_path = store.write_table(SVM_PREDICTIONS, result.predictions)
 
-    yield dg.MaterializeResult(asset_key=SVM_MODEL, metadata={
-        **{f"{s}_accuracy": round(result.accuracy[s], 4) for s in SPLITS},
-        **{f"majority_{s}_accuracy": round(result.majority_accuracy[s], 4) for s in SPLITS},
-        **{f"{s}_balanced_accuracy": round(result.balanced_accuracy[s], 4) for s in ("val", "test")},
-        "majority_class": result.majority_class,
-        "C": result.best["C"],
-        "gamma": result.best["gamma"],
-        "class_weight": str(config.class_weight),
-        "features": len(feature_columns),
-        "train_seconds": round(seconds, 2),
-        "mlflow_run_id": run_id,
-        "mlflow_model_uri": info.model_uri,
-        "registered_model": f"{SVM_MODEL} version {info.registered_model_version}",
-        "model_selection": dg.MetadataValue.md(result.selection.to_markdown(index=False, floatfmt=".4g")),
-        "confusion_test": png_metadata(confusion, "SVM confusion matrix on the test split"),
-    })
-    yield dg.MaterializeResult(asset_key=SVM_PREDICTIONS, metadata={
+    shown = [*(f"{s}_accuracy" for s in SPLITS), *(f"majority_{s}_accuracy" for s in SPLITS),
+             *(f"{s}_balanced_accuracy" for s in ("val", "test"))]
+    yield dg.MaterializeResult(asset_key=SVM_MODEL, data_version=run.data_version, metadata=run.metadata(
+        shown, digits=4, extra={
+            "majority_class": result.majority_class,
+            "C": result.best["C"],
+            "gamma": result.best["gamma"],
+            "class_weight": str(settings.class_weight),
+            "features": len(feature_columns),
+            "train_seconds": round(seconds, 2),
+            "mlflow_model_uri": run.model_info.model_uri,
+            "model_selection": dg.MetadataValue.md(result.selection.to_markdown(index=False, floatfmt=".4g")),
+            "confusion_test": png_metadata(confusion, "SVM confusion matrix on the test split"),
+        }))
+    yield dg.MaterializeResult(asset_key=SVM_PREDICTIONS, data_version=run.data_version, metadata={
         **table_metadata(result.predictions, predictions_path),
-        "mlflow_run_id": run_id,
+        "mlflow_run_id": run.run_id,
     })
-
-
-@dg.asset_check(asset=SVM_PREDICTIONS, name="one_row_per_split_image", blocking=True,
-                additional_deps=["emotion6_split"],
-                description="every image of emotion6_split has exactly one prediction, in its own split, "
-                            "and every prediction is an emotion")
-def svm_predictions_cover_split(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    store = warehouse.get()
-    predictions = store.read_table(SVM_PREDICTIONS)
-    split = store.read_table("emotion6_split")
-    merged = split.merge(predictions, on="image_key", how="outer", suffixes=("", "_predicted"), indicator=True)
-    unmatched = int((merged["_merge"] != "both").sum())
-    wrong_split = int((merged["_merge"].eq("both") & (merged["split"] != merged["split_predicted"])).sum())
-    duplicated = int(predictions["image_key"].duplicated().sum())
-    unknown = int((~predictions["predicted"].isin(EMOTIONS)).sum())
-    columns_ok = list(predictions.columns) == list(PREDICTION_COLUMNS)
-    passed = columns_ok and unmatched == wrong_split == duplicated == unknown == 0
-    return dg.AssetCheckResult(passed=passed, metadata={"images": len(predictions)}, description=(
-        f"columns {'as expected' if columns_ok else list(predictions.columns)}; {unmatched} images in one table only, "
-        f"{wrong_split} in another split, {duplicated} duplicated, {unknown} predictions that are not emotions"))
+    yield predictions_cover_split(SVM_PREDICTIONS, result.predictions, split, columns=PREDICTION_COLUMNS)
 
 
 FEATURE_RIDGE = "feature_ridge"
 FEATURE_RIDGE_MODEL = "feature_ridge_model"
 FEATURE_RIDGE_PREDICTIONS = "feature_ridge_predictions"
 
-
-class FeatureRidgeTrainConfig(dg.Config):
-    """The model-selection grid (see `emo_pipeline.image_emotion.feature_ridge`)."""
-
-    kernel: str = FeatureRidgeConfig().kernel                       # rbf | linear
-    alpha_grid: list[float] = list(FeatureRidgeConfig().alpha_grid)
-    gamma_factors: list[float] = list(FeatureRidgeConfig().gamma_factors)  # gamma = factor / number of features
-    transform: str = FeatureRidgeConfig().transform                 # power | standard
-    clip_grid: list[float] = list(FeatureRidgeConfig().clip_grid)   # floors tried on validation
-
-    def ridge_config(self) -> FeatureRidgeConfig:
-        return FeatureRidgeConfig(kernel=self.kernel, alpha_grid=tuple(self.alpha_grid),
-                                  gamma_factors=tuple(self.gamma_factors), transform=self.transform,
-                                  clip_grid=tuple(self.clip_grid))
+FeatureRidgeTrainConfig = overrides_config(FeatureRidgeConfig, "FeatureRidgeTrainConfig")
 
 
 def _feature_config(context: dg.AssetExecutionContext, columns: list[str]) -> FeatureConfig:
@@ -190,106 +148,74 @@ def _feature_config(context: dg.AssetExecutionContext, columns: list[str]) -> Fe
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(FEATURE_RIDGE_MODEL, group_name=GROUP, deps=_INPUTS, kinds={"sklearn", "mlflow"},
+                     code_version=code_version(feature_ridge_module),
                      description="Kernel ridge regression from the power-transformed GLCM + CIECAM02 features to the "
                                  "7-way emotion distribution; alpha, gamma and the prediction floor chosen on "
                                  "validation. Registered in MLflow as feature_ridge_model and saved with its card for "
                                  "`emo-pipeline predict`."),
         dg.AssetSpec(FEATURE_RIDGE_PREDICTIONS, group_name=GROUP, deps=[FEATURE_RIDGE_MODEL], kinds={"parquet"},
+                     code_version=code_version(feature_ridge_module),
                      description="feature_ridge's predicted 7-way distribution for every Emotion6 image."),
     ],
+    check_specs=[predictions_check_spec(FEATURE_RIDGE_PREDICTIONS)],
     name=FEATURE_RIDGE,
 )
 def feature_ridge(context: dg.AssetExecutionContext, config: FeatureRidgeTrainConfig, warehouse: WarehouseResource,
-                  mlflow: MLflowResource):
-    import mlflow as mlflow_api
-
+                  models: ModelStoreResource, mlflow: MLflowResource):
     store = warehouse.get()
     features = store.read_table("emotion6_features")
     labels = store.read_table("emotion6_labels")
+    split = store.read_table("emotion6_split")
     feature_columns = [c for c in features.columns if c != "image_key"]
     feature_config = _feature_config(context, feature_columns)
-    result = fit_feature_ridge(features, labels, store.read_table("emotion6_split"), config.ridge_config())
-    scores = result.scores
-    context.log.info(
-        f"feature_ridge alpha={result.best['alpha']:g} gamma={result.best['gamma']:.3g} floor={result.clip:g} "
-        f"in {result.seconds:.1f} s: " + ", ".join(
-            f"{s} KL {scores[s]['kl']:.4f} Chebyshev {scores[s]['chebyshev']:.4f} "
-            f"(train mean {scores[s + '_train_mean']['kl']:.4f} / {scores[s + '_train_mean']['chebyshev']:.4f})"
-            for s in ("val", "test") if s in scores))
+    settings = apply_overrides(FeatureRidgeConfig(), config)
+    fingerprint = frame_fingerprint(features.merge(labels[["image_key", *PROB_COLUMNS]], on="image_key"))
+    with TrainingRun(context, FEATURE_RIDGE_MODEL, settings, fingerprint, models=models, mlflow=mlflow,
+                     run_name=FEATURE_RIDGE) as run:
+        result = fit_feature_ridge(features, labels, split, settings)
+        scores = result.scores
+        context.log.info(
+            f"feature_ridge alpha={result.best['alpha']:g} gamma={result.best['gamma']:.3g} floor={result.clip:g} "
+            f"in {result.seconds:.1f} s: " + ", ".join(
+                f"{s} KL {scores[s]['kl']:.4f} Chebyshev {scores[s]['chebyshev']:.4f} "
+                f"(train mean {scores[s + '_train_mean']['kl']:.4f} / {scores[s + '_train_mean']['chebyshev']:.4f})"
+                for s in ("val", "test") if s in scores))
+        run.log_params({**{k: v for k, v in result.best.items() if np.isfinite(v)},
+                        "features": len(result.feature_columns),
+                        "train_images": int((result.predictions["split"] == "train").sum())})
+        run.log_metrics({f"{s}_{k}": v for s, values in scores.items() for k, v in values.items()})
+        import mlflow as mlflow_api
+
+        mlflow_api.log_text(result.selection.to_csv(index=False), "model_selection.csv")
+        card = ModelCard(
+            name=FEATURE_RIDGE, kind="features", architecture=f"kernel_ridge_{settings.kernel}",
+            # The features are computed from the image resized to these long sides; the card's size is the larger.
+            size=max(feature_config.glcm_size, feature_config.colour_size),
+            options={k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(feature_config).items()},
+            clip=result.clip, profile=run.profile, weights_source="trained on the hand-made features")
+        mlflow_api.log_dict(card.to_json(), "model_card.json")
+        run.register_sklearn(result.pipeline, features[result.feature_columns].head(2))
+    model_path = run.save_sklearn(card, result.pipeline)
     predictions_path = store.write_table(FEATURE_RIDGE_PREDICTIONS, result.predictions)
 
-    card = ModelCard(
-        name=FEATURE_RIDGE, kind="features", architecture=f"kernel_ridge_{config.kernel}",
-        # The features are computed from the image resized to these long sides; the card's size is the larger.
-        size=max(feature_config.glcm_size, feature_config.colour_size),
-        options={k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(feature_config).items()},
-        clip=result.clip, profile=active_profile(), weights_source="trained on the hand-made features")
-    model_path = save_sklearn_model(emo_home().models, card, result.pipeline)
-
-    with mlflow.start_run(context, run_name=FEATURE_RIDGE) as run:
-        mlflow_api.log_params({
-            **{k: v for k, v in result.best.items() if np.isfinite(v)},
-            "kernel": config.kernel, "transform": config.transform, "alpha_grid": config.alpha_grid,
-            "gamma_factors": config.gamma_factors, "clip_grid": config.clip_grid,
+    yield dg.MaterializeResult(asset_key=FEATURE_RIDGE_MODEL, data_version=run.data_version, metadata=run.metadata(
+        [f"{s}_{m}" for s in scores for m in REPORTED], digits=4, extra={
+            "alpha": result.best["alpha"],
+            **({"gamma": result.best["gamma"]} if np.isfinite(result.best["gamma"]) else {}),
+            "floor": result.clip,
+            "kernel": settings.kernel,
+            "transform": settings.transform,
             "features": len(result.feature_columns),
-            "train_images": int((result.predictions["split"] == "train").sum()),
-        })
-        mlflow_api.log_metrics({f"{s}_{k}": v for s, values in scores.items() for k, v in values.items()})
-        mlflow_api.log_text(result.selection.to_csv(index=False), "model_selection.csv")
-        mlflow_api.log_dict(card.to_json(), "model_card.json")
-        fingerprint = frame_fingerprint(features.merge(labels[["image_key", *PROB_COLUMNS]], on="image_key"))
-        info = log_sklearn_model(result.pipeline, "model", features[result.feature_columns].head(2),
-                                 registered_model_name=FEATURE_RIDGE_MODEL,
-                                 version_tags=mlflow.version_tags(context, FEATURE_RIDGE_MODEL, fingerprint))
-    run_id = run.info.run_id
-
-    test_part = result.predictions[result.predictions["split"] == "test"].head(4)
-    figure_metadata = {}
-    if len(test_part):
-        true_rows = labels.set_index("image_key").loc[test_part["image_key"], list(PROB_COLUMNS)].to_numpy()
-        figure_metadata["test_samples"] = png_metadata(
-            distribution_bars_png(list(test_part["image_key"]), true_rows, test_part[list(PROB_COLUMNS)].to_numpy(),
-                                  "feature_ridge: test images"), "true vs predicted")
-    yield dg.MaterializeResult(asset_key=FEATURE_RIDGE_MODEL, metadata={
-        **{f"{s}_{m}": round(float(scores[s][m]), 4) for s in scores for m in REPORTED},
-        "alpha": result.best["alpha"],
-        **({"gamma": result.best["gamma"]} if np.isfinite(result.best["gamma"]) else {}),
-        "floor": result.clip,
-        "kernel": config.kernel,
-        "transform": config.transform,
-        "features": len(result.feature_columns),
-        "train_seconds": round(result.seconds, 2),
-        "model": dg.MetadataValue.path(str(model_path)),
-        "mlflow_run_id": run_id,
-        "mlflow_model": f"{FEATURE_RIDGE_MODEL} version {info.registered_model_version}",
-        "model_selection": dg.MetadataValue.md(result.selection.to_markdown(index=False, floatfmt=".4g")),
-        **figure_metadata,
-    })
-    yield dg.MaterializeResult(asset_key=FEATURE_RIDGE_PREDICTIONS, metadata={
+            "train_seconds": round(result.seconds, 2),
+            "model": dg.MetadataValue.path(str(model_path)),
+            "model_selection": dg.MetadataValue.md(result.selection.to_markdown(index=False, floatfmt=".4g")),
+            **test_samples_metadata(FEATURE_RIDGE, result.predictions, labels),
+        }))
+    yield dg.MaterializeResult(asset_key=FEATURE_RIDGE_PREDICTIONS, data_version=run.data_version, metadata={
         **table_metadata(result.predictions, predictions_path),
-        "mlflow_run_id": run_id,
+        "mlflow_run_id": run.run_id,
     })
+    yield predictions_cover_split(FEATURE_RIDGE_PREDICTIONS, result.predictions, split)
 
 
-@dg.asset_check(asset=FEATURE_RIDGE_PREDICTIONS, name="distributions_cover_split", blocking=True,
-                additional_deps=["emotion6_split"],
-                description="every image of emotion6_split has one prediction in its own split, and every "
-                            "prediction is a distribution (non-negative, sums to 1 within 1e-6)")
-def feature_ridge_predictions_valid(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    store = warehouse.get()
-    predictions = store.read_table(FEATURE_RIDGE_PREDICTIONS)
-    split = store.read_table("emotion6_split")
-    merged = split.merge(predictions, on="image_key", how="outer", suffixes=("", "_predicted"), indicator=True)
-    unmatched = int((merged["_merge"] != "both").sum())
-    wrong_split = int((merged["_merge"].eq("both") & (merged["split"] != merged["split_predicted"])).sum())
-    duplicated = int(predictions["image_key"].duplicated().sum())
-    values = predictions[list(PROB_COLUMNS)].to_numpy(dtype=float)
-    not_distributions = int(((values < 0).any(axis=1) | (np.abs(values.sum(axis=1) - 1) > 1e-6)).sum())
-    passed = unmatched == wrong_split == duplicated == not_distributions == 0
-    return dg.AssetCheckResult(passed=passed, metadata={"images": len(predictions)}, description=(
-        f"{unmatched} images in one table only, {wrong_split} in another split, {duplicated} duplicated, "
-        f"{not_distributions} rows that are not distributions"))
-
-
-defs = dg.Definitions(assets=[svm, feature_ridge],
-                      asset_checks=[svm_predictions_cover_split, feature_ridge_predictions_valid])
+defs = dg.Definitions(assets=[svm, feature_ridge])

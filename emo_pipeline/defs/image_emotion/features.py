@@ -4,13 +4,17 @@ The asset calls `emo_pipeline.image_emotion.features.feature_table` and writes o
 blocking checks stop the image models from training on a table with missing images or NaN values.
 """
 
+import dataclasses
 import time
 
 import dagster as dg
 import numpy as np
 
+from emo_pipeline.core.plots import mean_histograms_png
+from emo_pipeline.core.rejection import rejections_frame
 from emo_pipeline.defs.shared.metadata import png_metadata, rejected_metadata
 from emo_pipeline.defs.shared.resources import WarehouseResource
+from emo_pipeline.defs.shared.settings import apply_overrides, overrides_config
 from emo_pipeline.image_emotion.features import (
     CIECAM02_ATTRIBUTES,
     CIECAM02_RANGES,
@@ -20,28 +24,13 @@ from emo_pipeline.image_emotion.features import (
     feature_table,
     histogram_columns,
 )
-from emo_pipeline.core.plots import mean_histograms_png
-from emo_pipeline.core.rejection import rejections_frame
 
 GROUP = "features"
 FEATURES_TABLE = "emotion6_features"
 
 
-class FeatureTableConfig(dg.Config):
-    """Sizes, levels and bins of the features (see `emo_pipeline.image_emotion.features`)."""
-
-    glcm_size: int = 128
-    glcm_levels: int = 32
-    glcm_distances: list[int] = [1, 2, 4]
-    glcm_angles: list[int] = [0, 45, 90, 135]
-    colour_size: int = 96
-    colour_bins: int = 12
+class FeatureTableConfig(overrides_config(FeatureConfig, "FeatureSettings")):
     workers: int = 0  # processes; 0 = every core the step may use
-
-    def feature_config(self) -> FeatureConfig:
-        return FeatureConfig(glcm_size=self.glcm_size, glcm_levels=self.glcm_levels,
-                             glcm_distances=tuple(self.glcm_distances), glcm_angles=tuple(self.glcm_angles),
-                             colour_size=self.colour_size, colour_bins=self.colour_bins)
 
 
 @dg.asset(group_name=GROUP, deps=["emotion6_labels"], kinds={"parquet"})
@@ -49,7 +38,7 @@ def emotion6_features(context: dg.AssetExecutionContext, config: FeatureTableCon
                       warehouse: WarehouseResource) -> dg.MaterializeResult:
     """GLCM texture (6 properties x distances x angles) and normalised CIECAM02 J/Q/C/M/s/h histograms,
     one row per Emotion6 image."""
-    features_config = config.feature_config()
+    features_config = apply_overrides(FeatureConfig(), config)
     store = warehouse.get()
     labels = store.read_table("emotion6_labels", columns=["image_key", "image_path", "dominant_emotion"])
     logged = [0]
@@ -80,7 +69,7 @@ def emotion6_features(context: dg.AssetExecutionContext, config: FeatureTableCon
         "feature_count": table.shape[1] - 1,
         "path": dg.MetadataValue.path(str(path)),
         "seconds": round(seconds, 2),
-        "config": dg.MetadataValue.json({**config.model_dump(), "viewing": {
+        "config": dg.MetadataValue.json({**dataclasses.asdict(features_config), "workers": config.workers, "viewing": {
             "white_xyz": list(SRGB_VIEWING.white_xyz), "L_A": SRGB_VIEWING.adapting_luminance,
             "Y_b": SRGB_VIEWING.background_luminance, "surround": SRGB_VIEWING.surround}}),
         "preview": dg.MetadataValue.md(preview.to_markdown(index=False) if len(preview) else "(empty)"),
@@ -123,7 +112,8 @@ def features_finite(warehouse: WarehouseResource) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset=FEATURES_TABLE, name="histograms_sum_to_one", blocking=True,
-                description="each image's CIECAM02 histograms (J, Q, C, M, s, h) are non-negative and sum to 1 within 1e-9")
+                description="each image's CIECAM02 histograms (J, Q, C, M, s, h) are non-negative and sum to 1 "
+                            "within 1e-9")
 def features_histograms(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     table = warehouse.get().read_table(FEATURES_TABLE)
     errors = {}
@@ -133,7 +123,8 @@ def features_histograms(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         if (block < 0).any():
             errors[attr] = float("inf")
     worst = max(errors.values()) if errors else float("inf")
-    return _result(worst <= 1e-9, "max |sum - 1| per attribute: " + ", ".join(f"{a} {e:.1e}" for a, e in errors.items()),
+    return _result(worst <= 1e-9,
+                   "max |sum - 1| per attribute: " + ", ".join(f"{a} {e:.1e}" for a, e in errors.items()),
                    max_sum_error=worst)
 
 

@@ -1,7 +1,8 @@
 """Steps that train or run torch models.
 
-They share the `gpu` concurrency pool: `dagster.yaml` limits it to one step at a time across all
-runs. On Kubernetes (dagster-k8s executor) their tag gives the step's pod one GPU.
+They share the `gpu` concurrency pool: `dagster.yaml` lets one run with such steps in progress at a
+time (docs/operations.md says why per run, not per step). On Kubernetes (dagster-k8s executor) their
+tag gives the step's pod one GPU.
 """
 
 import json

@@ -31,3 +31,18 @@ def rejected_metadata(rejected: pd.DataFrame, shown: int = 20) -> dict:
         "rejected_sample": dg.MetadataValue.md(
             rejected.head(shown).to_markdown(index=False) if len(rejected) else "no rejected records"),
     }
+
+
+def test_samples_metadata(name: str, predictions: pd.DataFrame, labels: pd.DataFrame, shown: int = 4) -> dict:
+    """True beside predicted distributions for the first test images of a model's predictions table."""
+    from emo_pipeline.core.emotions import PROB_COLUMNS
+    from emo_pipeline.core.plots import distribution_bars_png
+
+    test_part = predictions[predictions["split"] == "test"].head(shown)
+    if not len(test_part):
+        return {}
+    keys = list(test_part["image_key"])
+    true_rows = labels.set_index("image_key").loc[keys, list(PROB_COLUMNS)].to_numpy()
+    figure = distribution_bars_png([str(k) for k in keys], true_rows, test_part[list(PROB_COLUMNS)].to_numpy(),
+                                   f"{name}: test images")
+    return {"test_samples": png_metadata(figure, "true vs predicted")}

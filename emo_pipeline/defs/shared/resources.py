@@ -1,11 +1,16 @@
-"""Resources: where the data sets are, the warehouse, MLflow and the torch device.
+"""Resources: where the data sets are, the warehouse, the model store and profile, MLflow and the torch
+device.
 
 Paths a user points at their own data come from environment variables (`EMO_EMOTION6_DIR`,
-`EMO_EMOTIONROI_DIR`, `EMO_VG_DIR`, `EMO_HOME`); unset, everything lives under EMO_HOME and the data
-roots default to the embedded synthetic world (`emo-pipeline synth`).
+`EMO_EMOTIONROI_DIR`, `EMO_VG_DIR`, `EMO_HOME`), and so does the profile (`EMO_PROFILE`); unset,
+everything lives under EMO_HOME and the data roots default to the embedded synthetic world
+(`emo-pipeline synth`).
 """
 
 import contextlib
+import dataclasses
+import hashlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,9 +18,10 @@ from pathlib import Path
 import dagster as dg
 
 from emo_pipeline.core.home import emo_home
-from emo_pipeline.storage.warehouse import Warehouse
-from emo_pipeline.storage.tracking import mlflow_run
+from emo_pipeline.core.profiles import PROFILES
 from emo_pipeline.objects.word_vectors import WordVectors, load_glove
+from emo_pipeline.storage.tracking import mlflow_run
+from emo_pipeline.storage.warehouse import Warehouse
 
 DATA_ROOT_ENV = {
     "emotion6_dir": "EMO_EMOTION6_DIR",
@@ -83,6 +89,44 @@ class WarehouseResource(dg.ConfigurableResource):
         return cls(**bound_to_environment({"tables": "EMO_TABLES"}))
 
 
+class ModelStoreResource(dg.ConfigurableResource):
+    """Trained models on disk (weights and card per model, see `emo_pipeline.storage.model_store`), the
+    folders their training works in, and the profile (`EMO_PROFILE`: demo | paper) that gives every
+    model family its settings."""
+
+    root: str | None = None     # default: $EMO_HOME
+    profile: str = "demo"
+    detector_weights: str | None = None  # a user's ultralytics .pt for the object detector (no training then)
+
+    @classmethod
+    def from_environment(cls) -> "ModelStoreResource":
+        """Bind `profile` to EMO_PROFILE and `detector_weights` to EMO_DETECTOR_WEIGHTS when they are set
+        (shown as such in the UI)."""
+        return cls(**bound_to_environment({"profile": "EMO_PROFILE", "detector_weights": "EMO_DETECTOR_WEIGHTS"}))
+
+    def active_profile(self) -> str:
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile {self.profile!r} (EMO_PROFILE): choose one of {', '.join(PROFILES)}")
+        return self.profile
+
+    def _home(self) -> Path:
+        return Path(self.root) if self.root else emo_home().root
+
+    def directory(self) -> Path:
+        """Where each model's weights and card live (what `emo-pipeline predict` reads)."""
+        return self._home() / "models"
+
+    def work_dir(self, name: str) -> Path:
+        """A model's own working folder (the detector's YOLO dataset and ultralytics runs)."""
+        return self._home() / name
+
+    def checkpoints(self, name: str, settings: object, *fingerprints: str) -> Path:
+        """A resume folder per configuration and data: a changed setting or new data never resumes an old run."""
+        key = hashlib.sha256(json.dumps([dataclasses.asdict(settings), *fingerprints], sort_keys=True,
+                                        default=str).encode()).hexdigest()[:16]
+        return self._home() / "checkpoints" / name / key
+
+
 class MLflowResource(dg.ConfigurableResource):
     """MLflow tracking in a sqlite store under EMO_HOME, runs tagged with their Dagster lineage.
 
@@ -112,16 +156,15 @@ class MLflowResource(dg.ConfigurableResource):
             yield run
 
     @staticmethod
-    def version_tags(context: dg.AssetExecutionContext, model_asset: str, data_fingerprint: str) -> dict[str, str]:
-        """Tags of a registered model version: the Dagster run and asset that made it, and its data.
+    def version_tags(context: dg.AssetExecutionContext, model_asset: str, data_fingerprint: str,
+                     profile: str) -> dict[str, str]:
+        """Tags of a registered model version: the Dagster run and asset that made it, its data and profile.
 
         Registry convention: one registered model per model asset, named as the asset key
         (`small_cnn_model`, `objects_emotion_fc_b`), and one version per materialization.
         """
-        from emo_pipeline.core.profiles import active_profile
-
         return {"dagster.run_id": context.run.run_id, "dagster.asset_key": model_asset,
-                "data_fingerprint": data_fingerprint, "profile": active_profile()}
+                "data_fingerprint": data_fingerprint, "profile": profile}
 
 
 class TorchDeviceResource(dg.ConfigurableResource):

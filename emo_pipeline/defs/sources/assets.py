@@ -6,15 +6,15 @@ and attaches row counts, schemas, previews and plots. The blocking checks live i
 
 import dagster as dg
 
+from emo_pipeline.core.plots import emotion_profile_png, split_png
+from emo_pipeline.core.rejection import rejections_frame
+from emo_pipeline.core.splits import stratified_split
 from emo_pipeline.defs.shared.metadata import png_metadata, rejected_metadata, table_metadata
 from emo_pipeline.defs.shared.resources import DataRoots, WarehouseResource
 from emo_pipeline.sources import emotion6 as emotion6_source
 from emo_pipeline.sources import emotionroi as emotionroi_source
 from emo_pipeline.sources.emotion6 import TIE_RULE, read_emotion6
 from emo_pipeline.sources.emotionroi import read_emotionroi
-from emo_pipeline.core.plots import emotion_profile_png, split_png
-from emo_pipeline.core.rejection import rejections_frame
-from emo_pipeline.core.splits import stratified_split
 from emo_pipeline.sources.visual_genome import VG_TABLES, ingest_visual_genome
 
 GROUP = "raw"
@@ -67,7 +67,8 @@ class SplitConfig(dg.Config):
 
 
 @dg.asset(group_name=GROUP, deps=["emotion6_labels"], kinds={"parquet"})
-def emotion6_split(context: dg.AssetExecutionContext, config: SplitConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def emotion6_split(context: dg.AssetExecutionContext, config: SplitConfig,
+                   warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Seeded train/val/test split of Emotion6, stratified by dominant emotion (1386/297/297 on the real file)."""
     store = warehouse.get()
     labels = store.read_table("emotion6_labels", columns=["image_key", "dominant_emotion"])
@@ -111,8 +112,10 @@ VG_ASSETS = {table: f"vg_{table}" for table in VG_TABLES}
 VG_DESCRIPTIONS = {
     "images": "Visual Genome images: size, url and the VG_100K / VG_100K_2 folder taken from the url.",
     "objects": "Visual Genome objects: canonical name (alias-mapped), all names, synsets, clipped box.",
-    "relationships": "Visual Genome relationships: predicate (lower-case, alias-mapped), subject and object with inline names and boxes.",
-    "attributes": "Visual Genome object attributes, one row per object and attribute (empty when attributes.json is absent).",
+    "relationships": "Visual Genome relationships: predicate (lower-case, alias-mapped), subject and object "
+                     "with inline names and boxes.",
+    "attributes": "Visual Genome object attributes, one row per object and attribute (empty when "
+                  "attributes.json is absent).",
     "rejected": "Visual Genome records that could not be read: file, record, field, reason.",
 }
 

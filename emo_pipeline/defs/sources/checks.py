@@ -11,11 +11,11 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from emo_pipeline.core.emotions import PROB_COLUMNS
+from emo_pipeline.core.rejection import REJECTION_COLUMNS
 from emo_pipeline.defs.shared.resources import DataRoots, WarehouseResource
 from emo_pipeline.sources.emotion6 import LABEL_COLUMNS, count_data_lines
 from emo_pipeline.sources.emotionroi import MAP_COLUMNS, count_source_images
-from emo_pipeline.core.emotions import PROB_COLUMNS
-from emo_pipeline.core.rejection import REJECTION_COLUMNS
 from emo_pipeline.sources.visual_genome import IMAGE_FILE, OBJECT_FILE, RELATIONSHIP_FILE, SCHEMAS, count_source_records
 
 TableCheck = Callable[[pd.DataFrame], dg.AssetCheckResult]

@@ -1,0 +1,25 @@
+"""The paper's emotion -> objects network (§3.6.2): a 7-way distribution in, one sigmoid score per
+object of the vocabulary out."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+EMOTION_INPUTS = 7
+
+
+class EmotionObjectMLP(nn.Module):
+    """The paper's network: FC(7,500)-ReLU-Dropout-FC(500,2000)-ReLU-Dropout-FC(2000,1500)-ReLU-FC(1500,N)-Sigmoid."""
+
+    def __init__(self, n_objects: int, hidden: tuple[int, int, int] = (500, 2000, 1500), dropout: float = 0.5):
+        super().__init__()
+        a, b, c = hidden
+        self.layers = nn.Sequential(
+            nn.Linear(EMOTION_INPUTS, a), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(b, c), nn.ReLU(),
+            nn.Linear(c, n_objects), nn.Sigmoid())
+
+    def forward(self, distribution: torch.Tensor) -> torch.Tensor:
+        return self.layers(distribution)
