@@ -9,7 +9,7 @@ Layout::
 
 An image is kept when it and its ESM decode, the ESM is grayscale (mode L) and of the image's size.
 A split line is rejected when it leaves the data root, names no kept image, or repeats an image
-already assigned; images in no split file stay in the maps table with split = NULL.
+already assigned; an image in no split file stays in the maps table and has no row in the split table.
 """
 
 from __future__ import annotations

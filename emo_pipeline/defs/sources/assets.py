@@ -1,7 +1,7 @@
 """Group `raw`: the three source data sets read into warehouse tables, one rejected-records table each.
 
 Each asset calls a library reader, writes Parquet through the warehouse, refreshes the DuckDB views
-and attaches row counts, schemas, previews and plots. The blocking checks live in `raw_checks.py`.
+and attaches row counts, schemas, previews and plots. The blocking checks live in `checks.py`.
 """
 
 import dagster as dg
