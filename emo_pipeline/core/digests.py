@@ -13,10 +13,10 @@ def frame_fingerprint(frame: pd.DataFrame) -> str:
     return hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()[:16]
 
 
-def file_digest(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     """The sha256 of a file's bytes, read in blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
     return digest.hexdigest()

@@ -14,13 +14,14 @@ The work is done by `emo_pipeline.detection`; this module adds storage, metadata
 """
 
 import dataclasses
-import shutil
+import hashlib
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
-from emo_pipeline.core.digests import file_digest, frame_fingerprint
+from emo_pipeline.core.atomic import atomic_output
+from emo_pipeline.core.digests import frame_fingerprint
 from emo_pipeline.core.plots import class_ap_png, detections_png
 from emo_pipeline.defs.shared.gpu import GPU_POOL, GPU_TAGS
 from emo_pipeline.defs.shared.metadata import png_metadata, table_metadata
@@ -69,12 +70,14 @@ def _ultralytics_device(torch_device: TorchDeviceResource) -> str:
 
 
 def _install_weights(source: Path, target: Path) -> str:
-    """Copy the weights `emotion6_detections` will use into the model store atomically; their sha256."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    shutil.copyfile(source, partial)
-    partial.replace(target)
-    return file_digest(target)
+    """Copy the weights `emotion6_detections` will use into the model store atomically; returns the
+    sha256 of what was copied (hashed while copying)."""
+    digest = hashlib.sha256()
+    with atomic_output(target) as tmp, open(source, "rb") as src, open(tmp, "wb") as dst:
+        while chunk := src.read(1 << 20):
+            digest.update(chunk)
+            dst.write(chunk)
+    return digest.hexdigest()
 
 
 @dg.asset(group_name=GROUP, deps=["vg_images", "vg_objects"], kinds={"pytorch", "mlflow"}, op_tags=GPU_TAGS,
@@ -98,11 +101,10 @@ def object_detector(context: dg.AssetExecutionContext, config: ObjectDetectorCon
         path_taken = f"user weights {loaded.weights}"
         context.log.info(f"object_detector: using {path_taken} ({len(loaded.names)} classes); no training")
         names = loaded.names
-        with TrainingRun(context, DETECTOR, {}, file_digest(loaded.weights)[:16], models=models, mlflow=mlflow,
+        sha = _install_weights(loaded.weights, target)
+        with TrainingRun(context, DETECTOR, {}, sha[:16], models=models, mlflow=mlflow,
                          params={"path_taken": path_taken, "trained": False, "weights_path": str(loaded.weights),
-                                 "classes": len(names)}) as run:
-            sha = _install_weights(loaded.weights, target)
-            run.log_params({"weights_sha256": sha})
+                                 "classes": len(names), "weights_sha256": sha}) as run:
             metadata.update({"trained": False, "train_imgsz": loaded.train_imgsz or 0})
             _log_detector(target, names, path_taken)
     else:

@@ -20,8 +20,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from emo_pipeline.core.digests import file_sha256
+
 MISSING = "missing"
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -33,14 +34,6 @@ class Fingerprint:
     @property
     def missing(self) -> bool:
         return self.digest == MISSING
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _listing(root: Path) -> list[tuple[str, int, int]]:

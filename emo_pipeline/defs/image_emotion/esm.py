@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from emo_pipeline.core import train_loop
-from emo_pipeline.core.digests import file_digest, frame_fingerprint
+from emo_pipeline.core.digests import file_sha256, frame_fingerprint
 from emo_pipeline.core.plots import esm_comparison_png
 from emo_pipeline.core.profiles import ESM_MODELS, esm_model_config, esm_resnet_config
 from emo_pipeline.core.profiles import ESM_RESNET as ESM_RESNET_CONFIGS
@@ -181,7 +181,7 @@ def esm_resnet(context: dg.AssetExecutionContext, config: ESMResNetOverrides, wa
     except ModelNotFound as exc:
         raise dg.Failure(f"{exc}; materialize {settings.esm_model} first") from exc
     device = torch_device.torch_device()
-    fcn_weights = file_digest(models.directory() / f"{settings.esm_model}.pt")[:16]
+    fcn_weights = file_sha256(models.directory() / f"{settings.esm_model}.pt")[:16]
     with TrainingRun(context, ESM_RESNET_MODEL, settings, labels_fingerprint(labels, split), models=models,
                      mlflow=mlflow, run_name=ESM_RESNET, checkpoint_keys=[fcn_weights],
                      params={"esm_size": fcn_card.size, "device": str(device)}) as run:
