@@ -1,6 +1,7 @@
-"""Benchmark: Visual Genome ingest at full size, DuckDB reader against a json.load + Python loop baseline.
+"""Benchmark: Visual Genome ingest at full size, the reader against an earlier revision of it and json.load.
 
     python bench/vg_ingest.py [--workdir DIR] [--keep] [--source synthetic|sample] [--cores 2]
+                              [--repeats 3] [--baseline-ref 029a701] [--only current ref json]
 
 1. Makes full-size VG annotation files once (reused while they are kept in the work folder):
    - `synthetic` (default): the synthetic world's Visual Genome at scale "vg-full" without pictures
@@ -8,10 +9,19 @@
    - `sample`: the 100 real records of the shared sample repeated with fresh image/object ids up to
      108,077 images (real-shaped records: both `name` and `names` subjects, mixed-case predicates,
      boxes past the border, the real alias files).
-2. Ingests them with `ingest_visual_genome` and, in the same command, with a plain baseline that
-   `json.load`s each file and loops in Python to write the same tables to Parquet. Each runs in its own
-   child process pinned to `--cores` CPUs; the parent reads the child's wall time, CPU time and peak
-   RSS (`os.wait4`, i.e. getrusage of that child) and prints both side by side with their ratios.
+2. Ingests them three ways, each in its own child process pinned to `--cores` CPUs:
+   - `current`: `ingest_visual_genome` of this working tree;
+   - `ref`: `ingest_visual_genome` as of the git revision `--baseline-ref`, whose `emo_pipeline` is
+     extracted with `git archive` into a temporary folder and put first on the child's PYTHONPATH
+     (the child checks that it imported that copy);
+   - `json`: a plain baseline that `json.load`s each file and loops in Python to write the same
+     tables to Parquet.
+   The parent reads each child's wall time, CPU time and peak RSS (`os.wait4`, i.e. getrusage of
+   that child), runs the rounds `--repeats` times (the methods interleaved, so a busy machine slows
+   all alike), prints the median of each figure, the load average beside every run, and the ratios
+   to `current`.
+3. Checks that `current` and `ref` wrote the same tables: per table, the rows of one missing from the
+   other (DuckDB `EXCEPT ALL`, both ways) must be none.
 """
 
 from __future__ import annotations
@@ -21,8 +31,10 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -124,12 +136,13 @@ def full_size_input(workdir: Path, source: str) -> Path:
 # The two contenders (each runs in a child process)
 
 
-def run_duckdb(root: Path, out: Path, threads: int, memory_limit: str) -> dict[str, int]:
+def run_duckdb(root: Path, out: Path, threads: int, memory_limit: str) -> dict:
+    import emo_pipeline
     from emo_pipeline.sources.visual_genome import VG_TABLES, ingest_visual_genome
 
     result = ingest_visual_genome(root, {t: out / f"{t}.parquet" for t in VG_TABLES},
                                   threads=threads, memory_limit=memory_limit)
-    return result.counts
+    return {"counts": result.counts, "package": str(Path(emo_pipeline.__file__).resolve().parent)}
 
 
 _WS = re.compile(r"[ \t\n\r\f\v]+")
@@ -279,22 +292,42 @@ def child(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
-    if args.child == "duckdb":
-        counts = run_duckdb(Path(args.root), out, threads=args.cores, memory_limit=args.memory_limit)
+    if args.child == "json":
+        report = {"counts": run_baseline(Path(args.root), out), "package": None}
     else:
-        counts = run_baseline(Path(args.root), out)
-    print(json.dumps({"seconds": time.perf_counter() - began, "counts": counts}))
+        report = run_duckdb(Path(args.root), out, threads=args.cores, memory_limit=args.memory_limit)
+    print(json.dumps({"seconds": time.perf_counter() - began, **report}))
 
 
 # ------------------------------------------------------------------------------------------------
-# The parent: run both, measure, print
+# The parent: run all, measure, compare, print
+
+REPO = Path(__file__).resolve().parents[1]
+METHODS = ("current", "ref", "json")
 
 
-def measure(method: str, root: Path, out: Path, cores: int, memory_limit: str) -> dict:
-    command = [sys.executable, __file__, "--child", method, "--root", str(root), "--out", str(out),
-               "--cores", str(cores), "--memory-limit", memory_limit]
+def extract_revision(ref: str, dest: Path) -> str:
+    """`emo_pipeline` as of git revision `ref` into `dest`; returns the revision's short hash."""
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", f"{ref}^{{commit}}"],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    archive = dest / "emo_pipeline.tar"
+    subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", "-o", str(archive), commit, "emo_pipeline"],
+                   check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest, filter="data")
+    archive.unlink()
+    return commit
+
+
+def measure(method: str, root: Path, out: Path, cores: int, memory_limit: str, ref_root: Path | None) -> dict:
+    command = [sys.executable, __file__, "--child", "json" if method == "json" else "duckdb", "--root", str(root),
+               "--out", str(out), "--cores", str(cores), "--memory-limit", memory_limit]
+    env = dict(os.environ)
+    if method == "ref":
+        env["PYTHONPATH"] = os.pathsep.join([str(ref_root), *filter(None, [env.get("PYTHONPATH")])])
+    load = os.getloadavg()[0]
     began = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)  # the rusage of this child alone
     wall = time.perf_counter() - began
@@ -302,33 +335,71 @@ def measure(method: str, root: Path, out: Path, cores: int, memory_limit: str) -
     if process.returncode != 0:
         sys.exit(f"{method} failed with exit status {process.returncode}")
     report = json.loads(output.strip().splitlines()[-1])
+    expected = {"current": REPO / "emo_pipeline", "ref": (ref_root or Path()) / "emo_pipeline"}.get(method)
+    if expected is not None and Path(report["package"]) != expected.resolve():
+        sys.exit(f"{method} imported emo_pipeline from {report['package']}, not from {expected}")
     return {"method": method, "process_s": wall, "ingest_s": report["seconds"],
             "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024,
-            "counts": report["counts"]}
+            "counts": report["counts"], "load": load}
+
+
+def same_tables(a: Path, b: Path) -> dict[str, tuple[int, int]]:
+    """Per table, (rows of a not in b, rows of b not in a), as multisets (DuckDB EXCEPT ALL)."""
+    import duckdb
+
+    from emo_pipeline.sources.visual_genome import VG_TABLES
+
+    con = duckdb.connect(config={"memory_limit": "4GB", "preserve_insertion_order": False})
+    differences = {}
+    try:
+        for table in VG_TABLES:
+            x, y = (f"read_parquet('{folder / f'{table}.parquet'}')" for folder in (a, b))
+            query = "SELECT count(*) FROM (SELECT * FROM {} EXCEPT ALL SELECT * FROM {})"
+            differences[table] = tuple(con.execute(query.format(p, q)).fetchone()[0] for p, q in ((x, y), (y, x)))
+    finally:
+        con.close()
+    return differences
 
 
 # (heading, width, key in a measured row, format)
 COLUMNS = (("ingest s", 10, "ingest_s", ".1f"), ("process s", 11, "process_s", ".1f"), ("CPU s", 9, "cpu_s", ".1f"),
            ("peak RSS MB", 13, "peak_rss_mb", ".0f"))
-LABELS = {"duckdb": "DuckDB (ingest_visual_genome)", "baseline": "json.load + Python loop"}
 
 
-def print_table(rows: list[dict], root: Path, size: int) -> None:
-    counts = rows[0]["counts"]
+def labels(ref: str) -> dict[str, str]:
+    return {"current": "ingest_visual_genome (this tree)", "ref": f"ingest_visual_genome @ {ref}",
+            "json": "json.load + Python loop"}
+
+
+def median_row(runs: list[dict]) -> dict:
+    row = {key: statistics.median(run[key] for run in runs) for _, _, key, _ in COLUMNS}
+    return {**row, "method": runs[0]["method"], "counts": runs[0]["counts"]}
+
+
+def print_table(runs: dict[str, list[dict]], root: Path, size: int, ref: str, cores: int) -> None:
+    name = labels(ref)
+    counts = next(iter(runs.values()))[0]["counts"]
+    repeats = len(next(iter(runs.values())))
     print()
     print(f"Visual Genome ingest, {counts['images']:,} images, {counts['objects']:,} objects, "
           f"{counts['relationships']:,} relationships, {counts['attributes']:,} attribute rows; "
           f"{size / 1e9:.2f} GB of JSON in {root}")
-    header = (f"{'method':<31}" + "".join(f"{h:>{w}}" for h, w, _, _ in COLUMNS)
+    print(f"{cores} cores each; median of {repeats} run(s); 1-minute load average at the start of each run: "
+          + "; ".join(f"{m} " + ", ".join(f"{r['load']:.2f}" for r in rs) for m, rs in runs.items()))
+    header = (f"{'method':<40}" + "".join(f"{h:>{w}}" for h, w, _, _ in COLUMNS)
               + f"{'objects':>11}{'relationships':>15}")
     print(header)
     print("-" * len(header))
-    for row in rows:
+    rows = {m: median_row(rs) for m, rs in runs.items()}
+    for method, row in rows.items():
         cells = "".join(f"{row[key]:>{w}{fmt}}" for _, w, key, fmt in COLUMNS)
-        print(f"{LABELS[row['method']]:<31}{cells}{row['counts']['objects']:>11,}{row['counts']['relationships']:>15,}")
-    fast, slow = rows
-    ratios = "".join(f"{slow[key] / fast[key]:>{w - 1}.1f}x" for _, w, key, _ in COLUMNS)
-    print(f"{'ratio baseline / DuckDB':<31}{ratios}")
+        print(f"{name[method]:<40}{cells}{row['counts']['objects']:>11,}{row['counts']['relationships']:>15,}")
+    if "current" in rows:
+        for method in ("ref", "json"):
+            if method in rows:
+                ratios = "".join(f"{rows[method][key] / rows['current'][key]:>{w - 1}.2f}x" for _, w, key, _ in COLUMNS)
+                label = f"ratio {'@ ' + ref if method == 'ref' else 'json.load'} / this tree"
+                print(f"{label:<40}{ratios}")
 
 
 def main() -> None:
@@ -343,8 +414,12 @@ def main() -> None:
                              "or the real sample repeated")
     parser.add_argument("--cores", type=int, default=2, help="CPUs each child is pinned to, and DuckDB threads")
     parser.add_argument("--memory-limit", default="1GB", help="DuckDB memory limit (default: %(default)s)")
-    parser.add_argument("--only", choices=("duckdb", "baseline"), help="run one of the two")
-    parser.add_argument("--child", choices=("duckdb", "baseline"), help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of runs; medians are printed (default: 3)")
+    parser.add_argument("--baseline-ref", default="029a701",
+                        help="git revision whose reader runs as `ref` (default: %(default)s, the reader "
+                             "before the concurrent read)")
+    parser.add_argument("--only", nargs="+", choices=METHODS, help="run only these methods (default: all three)")
+    parser.add_argument("--child", choices=("duckdb", "json"), help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -357,29 +432,46 @@ def main() -> None:
     existed = (workdir / source / COMPLETE).is_file()
     root = full_size_input(workdir, source)
     size = sum((root / name).stat().st_size for name in VG_FILES if (root / name).is_file())
-    methods = [args.only] if args.only else ["duckdb", "baseline"]
-    rows = []
-    try:
-        for method in methods:
-            out = workdir / "out" / method
-            shutil.rmtree(out, ignore_errors=True)
-            print(f"running {method} on {args.cores} core(s) ...", flush=True)
-            rows.append(measure(method, root, out, args.cores, args.memory_limit))
-    finally:
-        if not args.keep:
-            shutil.rmtree(workdir / "out", ignore_errors=True)
-            if not existed:
-                shutil.rmtree(workdir / source, ignore_errors=True)
-    if len(rows) == 2:
-        print_table(rows, root, size)
-        for table in ("images", "objects", "relationships", "attributes"):
-            a, b = rows[0]["counts"][table], rows[1]["counts"][table]
-            if a != b:
-                print(f"note: {table} rows differ: DuckDB {a:,}, baseline {b:,}")
-    else:
-        row = rows[0]
-        print(f"{row['method']}: {row['ingest_s']:.1f} s ingest, {row['process_s']:.1f} s process, "
-              f"{row['cpu_s']:.1f} s CPU, {row['peak_rss_mb']:.0f} MB peak RSS, counts {row['counts']}")
+    methods = [m for m in METHODS if m in (args.only or METHODS)]
+    runs: dict[str, list[dict]] = {m: [] for m in methods}
+    differences = None
+    with tempfile.TemporaryDirectory(prefix="vg-bench-ref-") as ref_name:
+        ref_root, ref = None, args.baseline_ref
+        if "ref" in methods:
+            ref_root = Path(ref_name)
+            ref = extract_revision(args.baseline_ref, ref_root)
+            print(f"reader as of {args.baseline_ref} ({ref}) extracted to {ref_root}")
+        try:
+            for repeat in range(args.repeats):
+                for method in methods:
+                    out = workdir / "out" / method
+                    shutil.rmtree(out, ignore_errors=True)
+                    print(f"run {repeat + 1}/{args.repeats}: {method} on {args.cores} core(s), "
+                          f"load {os.getloadavg()[0]:.2f} ...", flush=True)
+                    run = measure(method, root, out, args.cores, args.memory_limit, ref_root)
+                    print(f"  {run['ingest_s']:.1f} s ingest, {run['cpu_s']:.1f} s CPU, "
+                          f"{run['peak_rss_mb']:.0f} MB peak RSS", flush=True)
+                    runs[method].append(run)
+            if "current" in methods and "ref" in methods:
+                differences = same_tables(workdir / "out" / "current", workdir / "out" / "ref")
+        finally:
+            if not args.keep:
+                shutil.rmtree(workdir / "out", ignore_errors=True)
+                if not existed:
+                    shutil.rmtree(workdir / source, ignore_errors=True)
+    print_table(runs, root, size, ref, args.cores)
+    first = {m: rs[0]["counts"] for m, rs in runs.items()}
+    for table in ("images", "objects", "relationships", "attributes"):
+        values = {m: c[table] for m, c in first.items()}
+        if len(set(values.values())) > 1:
+            print(f"note: {table} rows differ: " + ", ".join(f"{m} {n:,}" for m, n in values.items()))
+    if differences is not None:
+        if all(d == (0, 0) for d in differences.values()):
+            print(f"tables of this tree and of {ref}: the same rows and values (EXCEPT ALL both ways: none)")
+        else:
+            print(f"tables of this tree and of {ref} DIFFER (rows only in this tree, rows only in {ref}): "
+                  + ", ".join(f"{t} {d}" for t, d in differences.items() if d != (0, 0)))
+            sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -197,6 +197,11 @@ def _link_outside(path: Path) -> None:
     path.symlink_to(outside)
 
 
+def _dangling_link(path: Path) -> None:
+    path.unlink()
+    path.symlink_to(path.parents[3] / "unplugged" / path.name)
+
+
 @pytest.mark.parametrize(
     ("damage", "reason"),
     [
@@ -207,7 +212,7 @@ def _link_outside(path: Path) -> None:
         pytest.param(_replace(bomb_jpeg()), "is unreadable: Image size (400000000 pixels) exceeds limit",
                      id="decompression-bomb-20000x20000"),
         pytest.param(_directory, "image file missing", id="directory-instead-of-image"),
-        pytest.param(_link_outside, "points outside images/", id="symlink-escaping-images"),
+        pytest.param(_dangling_link, "is a symbolic link to ", id="dangling-symlink"),
     ],
 )
 def test_emotion6_bad_image_is_rejected_by_name(world: Path, tmp_path: Path, damage: Callable[[Path], None],
@@ -219,6 +224,16 @@ def test_emotion6_bad_image_is_rejected_by_name(world: Path, tmp_path: Path, dam
     assert (rejection.file, rejection.line, rejection.field) == (GROUND_TRUTH, 4, "[image_filename]")
     assert reason in rejection.reason and keys[2] in rejection.reason
     assert sorted(data.labels["image_key"]) == sorted(keys[:2] + keys[3:])
+
+
+def test_emotion6_image_linked_outside_images_is_followed(world: Path, tmp_path: Path) -> None:
+    """A link the user put inside the data set is theirs: followed wherever it points (docs/data.md)."""
+    root, keys = emotion6_copy(world, tmp_path / "data" / "E6")
+    _link_outside(root / "images" / keys[2])
+    data = read_emotion6(root)
+    assert data.rejected == []
+    assert len(data.labels) == E6_ROWS
+    assert data.labels.set_index("image_key").loc[keys[2], "image_path"] == str(root.resolve() / "images" / keys[2])
 
 
 @pytest.mark.parametrize(
@@ -398,8 +413,8 @@ def test_emotionroi_bad_split_lines_are_rejected_and_the_rest_assigned(world: Pa
     assert dict(zip(data.split["image_key"], data.split["split"])) == splits
     assert [(r.file, r.line, r.field, r.reason) for r in data.rejected] == [
         (TRAIN, n + 1, "path", "'sadness/999.jpg': no such image under images/"),
-        (TRAIN, n + 2, "path", "'../../etc/passwd' points outside the data root"),
-        (TRAIN, n + 3, "path", "'/etc/passwd' points outside the data root"),
+        (TRAIN, n + 2, "path", "'../../etc/passwd' points outside the data root (its '..' climbs above the root)"),
+        (TRAIN, n + 3, "path", "'/etc/passwd' points outside the data root (absolute path)"),
         (TRAIN, n + 4, "path", "not UTF-8"),
         (TRAIN, n + 5, "path", f"'{in_train}' already in train (line {first})"),
     ]
@@ -636,8 +651,12 @@ def test_vg_image_paths_never_leave_the_data_root(tmp_path: Path) -> None:
     images = pd.DataFrame({"image_id": [1, 2, 3, 4, 5],
                            "image_path": pd.array(["VG_100K/1.jpg", "../../etc/passwd", "/etc/passwd",
                                                    "VG_100K/link.jpg", None], dtype="string")})
-    resolved = resolve_image_paths(images, root)
-    assert resolved["image_path"].tolist() == [str((root / "VG_100K/1.jpg").resolve()), pd.NA, pd.NA, pd.NA, pd.NA]
+    resolved = resolve_image_paths(images, root)["image_path"]
+    # Decided on the path as written: `..` and absolute paths never leave the root; a link the user put
+    # inside the root is followed.
+    assert resolved.isna().tolist() == [False, True, True, False, True]
+    base = root.resolve()
+    assert resolved[[0, 3]].tolist() == [str(base / "VG_100K/1.jpg"), str(base / "VG_100K/link.jpg")]
 
 
 # ------------------------------------------------------------------------------------------------

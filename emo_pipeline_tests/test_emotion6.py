@@ -58,6 +58,21 @@ def test_crlf_and_shuffled_rows_give_the_same_table(real_emotion6: Path, tmp_pat
     pd.testing.assert_frame_equal(original.drop(columns="image_path"), shuffled.drop(columns="image_path"))
 
 
+def test_real_emotion6_through_symlinked_keyword_folders(real_emotion6: Path, tmp_path: Path):
+    """images/<keyword> -> the real folders, as when a download is spread over disks: every row is read."""
+    root = tmp_path / "Emotion6"
+    (root / "images").mkdir(parents=True)
+    (root / "ground_truth.txt").symlink_to(real_emotion6 / "ground_truth.txt")
+    for folder in sorted((real_emotion6 / "images").iterdir()):
+        (root / "images" / folder.name).symlink_to(folder, target_is_directory=True)
+    data = read_emotion6(root)
+    assert len(data.labels) == 1980
+    assert data.rejected == []
+    # The paths go through the user's links, and each one is a readable file.
+    assert data.labels["image_path"].str.startswith(str(root.resolve() / "images") + "/").all()
+    assert all(Path(p).is_file() for p in data.labels["image_path"])
+
+
 # -- damaged folders -----------------------------------------------------------------------------
 
 GOOD_ROWS = [
@@ -97,6 +112,8 @@ def read_damaged(tmp_path: Path, bad_row: str | None = None, images: list[str] |
         ("joy/1.jpg\t6.0\t4.0\t0\t0\t0\t1\t0\t0\t0", "[image_filename]", "duplicate key 'joy/1.jpg', first given on line 3"),  # noqa: E501
         ("calm/1.jpg\t6.0\t4.0\t0\t0\t0\t1\t0\t0\t0", "[image_filename]", "unknown keyword folder 'calm'"),
         ("../secret/1.jpg\t6.0\t4.0\t0\t0\t0\t1\t0\t0\t0", "[image_filename]", "is not of the form <keyword>/<n>.jpg"),  # noqa: E501
+        ("joy/../../secret/1.jpg\t6.0\t4.0\t0\t0\t0\t1\t0\t0\t0", "[image_filename]", "is not of the form <keyword>/<n>.jpg"),  # noqa: E501
+        ("/etc/joy/1.jpg\t6.0\t4.0\t0\t0\t0\t1\t0\t0\t0", "[image_filename]", "is not of the form <keyword>/<n>.jpg"),  # noqa: E501
         ("sadness/9.jpg\t6.0\t4.0\t0\t0\t0\t1\t0\t0\t0", "[image_filename]", "image file missing: images/sadness/9.jpg"),  # noqa: E501
         ("sadness/4.jpg\t12.0\t4.0\t0\t0\t0\t1\t0\t0\t0", "[valence]", "12 is outside the 1-9 scale"),
     ],
@@ -159,3 +176,32 @@ def test_empty_ground_truth_gives_an_empty_table(tmp_path: Path):
     data = read_emotion6(root)
     assert len(data.labels) == 0 and data.rejected == []
     assert "dominant_emotion" in data.labels.columns
+
+
+def test_symlinked_keyword_folders_read_every_row(tmp_path: Path):
+    """Keyword folders that are links (absolute or relative) to another disk are followed."""
+    disk = make_folder(tmp_path / "other_disk", GOOD_ROWS)
+    root = tmp_path / "Emotion6"
+    (root / "images").mkdir(parents=True)
+    (root / "ground_truth.txt").write_text((disk / "ground_truth.txt").read_text())
+    (root / "images" / "anger").symlink_to(disk / "images" / "anger", target_is_directory=True)
+    (root / "images" / "joy").symlink_to(Path("..", "..", "other_disk", "images", "joy"), target_is_directory=True)
+    (root / "images" / "fear").symlink_to(disk / "images" / "fear", target_is_directory=True)
+    data = read_emotion6(root)
+    assert data.rejected == []
+    assert list(data.labels["image_key"]) == ["anger/1.jpg", "fear/2.jpg", "joy/1.jpg"]
+    assert list(data.labels["image_path"]) == [str(root.resolve() / "images" / k)
+                                               for k in ("anger/1.jpg", "fear/2.jpg", "joy/1.jpg")]
+    assert list(data.labels["width"]) == [64, 64, 64]
+
+
+def test_a_dangling_keyword_link_is_named_in_the_rejection(tmp_path: Path):
+    root = make_folder(tmp_path / "Emotion6", GOOD_ROWS, images=["anger/1.jpg", "joy/1.jpg"])
+    unplugged = tmp_path / "unplugged_disk" / "fear"
+    (root / "images" / "fear").symlink_to(unplugged, target_is_directory=True)
+    data = read_emotion6(root)
+    assert list(data.labels["image_key"]) == ["anger/1.jpg", "joy/1.jpg"]
+    (rejection,) = data.rejected
+    assert (rejection.file, rejection.line, rejection.field) == ("ground_truth.txt", 4, "[image_filename]")
+    assert rejection.reason == (f"image images/fear/2.jpg cannot be reached: images/fear is a symbolic link to "
+                                f"{unplugged}, which does not exist")

@@ -70,8 +70,8 @@ def test_split_lines_outside_the_root_missing_or_repeated_are_rejected(tmp_path:
     rejected = {(r.file, r.line): r.reason for r in data.rejected}
     train, test = "training_testing_split/training.txt", "training_testing_split/testing.txt"
     assert rejected == {
-        (train, 1): "'../../x.jpg' points outside the data root",
-        (train, 3): "'/etc/passwd' points outside the data root",
+        (train, 1): "'../../x.jpg' points outside the data root (its '..' climbs above the root)",
+        (train, 3): "'/etc/passwd' points outside the data root (absolute path)",
         (test, 1): "'anger/1.jpg' already in train (line 2)",
         (test, 2): "'sadness/99.jpg': no such image under images/",
     }
@@ -88,3 +88,39 @@ def test_corrupt_image_is_rejected_and_the_rest_kept(tmp_path: Path):
 def test_not_an_emotionroi_folder(tmp_path: Path):
     with pytest.raises(NotADatasetError, match="no images/ folder"):
         read_emotionroi(tmp_path)
+
+
+def test_linked_emotion_folders_are_followed_and_dangling_links_named(tmp_path: Path):
+    """Emotion folders linked to another disk read like plain ones; a dangling link is named, not skipped."""
+    disk = make_roi(tmp_path / "disk", KEYS, [], [])
+    root = tmp_path / "ROI"
+    for sub in ("images", "ground_truth"):
+        (root / sub).mkdir(parents=True)
+        for emotion in ("anger", "joy", "fear"):
+            (root / sub / emotion).symlink_to(disk / sub / emotion, target_is_directory=True)
+    gone = tmp_path / "unplugged"
+    (root / "images" / "sadness").symlink_to(gone / "sadness", target_is_directory=True)
+    (root / "ground_truth" / "fear").unlink()
+    (root / "ground_truth" / "fear").symlink_to(gone / "fear", target_is_directory=True)
+    split_dir = root / "training_testing_split"
+    split_dir.mkdir()
+    # '..' that stays inside images/ is normalised, as written; it is not judged by where links point.
+    (split_dir / "training.txt").write_text("anger/1.jpg\njoy/../joy/2.jpg\njoy/1.jpg\n")
+    (split_dir / "testing.txt").write_text("fear/3.jpg\nanger/../../images/anger/1.jpg\n")
+
+    data = read_emotionroi(root)
+    assert sorted(data.maps["image_key"]) == ["anger/1.jpg", "joy/1.jpg", "joy/2.jpg"]
+    assert set(data.maps["image_path"]) == {str(root.resolve() / "images" / k)
+                                            for k in ("anger/1.jpg", "joy/1.jpg", "joy/2.jpg")}
+    assert dict(zip(data.split["image_key"], data.split["split"])) == {
+        "anger/1.jpg": "train", "joy/1.jpg": "train", "joy/2.jpg": "train"}
+    test = "training_testing_split/testing.txt"
+    assert {(r.file, r.line, r.field): r.reason for r in data.rejected} == {
+        ("images/sadness", None, "folder"): f"images/sadness is a symbolic link to {gone / 'sadness'}, "
+                                            f"which does not exist",
+        ("ground_truth/fear/3.jpg", None, "esm"): f"ground_truth/fear is a symbolic link to {gone / 'fear'}, "
+                                                  f"which does not exist",
+        (test, 1, "path"): "'fear/3.jpg': image was rejected",
+        (test, 2, "path"): "'anger/../../images/anger/1.jpg' points outside the data root "
+                           "(its '..' climbs above the root)",
+    }

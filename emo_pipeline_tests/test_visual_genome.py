@@ -390,6 +390,26 @@ def test_element_of_the_wrong_type(real_vg_sample: Path, tmp_path: Path) -> None
     assert len(result.objects) == n_objects(data) - 2
 
 
+def test_repeated_record_found_across_small_batches(real_vg_sample: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows stream in batches of 5, so each record's objects span several batches: a record seen again
+    in the next batch is not a repeat of itself, and a later record of the same image is."""
+    from emo_pipeline.sources.visual_genome import streaming
+
+    monkeypatch.setattr(streaming, "_BATCH_ROWS", 5)
+
+    def edit(data: Records) -> None:
+        data["objects.json"][5] = {**data["objects.json"][1], "image_id": data["objects.json"][1]["image_id"]}
+
+    data = build(real_vg_sample, tmp_path, edit)
+    assert all(len(r["objects"]) > 5 for r in data["objects.json"])  # every record spans batches
+    result = read_visual_genome(tmp_path)
+    first_id = data["objects.json"][1]["image_id"]
+    assert [(r.file, r.line, r.field, r.reason) for r in result.rejected] == [
+        ("objects.json", 6, "image_id", f"duplicate image_id {first_id} (first at record 2)")]
+    assert len(result.objects) == n_objects(data) - len(data["objects.json"][5]["objects"])
+
+
 def test_empty_object_list_is_no_problem(real_vg_sample: Path, tmp_path: Path) -> None:
     def edit(data: Records) -> None:
         data["objects.json"][0]["objects"] = []

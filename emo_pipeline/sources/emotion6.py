@@ -14,6 +14,8 @@ Decisions documented here because downstream numbers depend on them:
   disgust, fear, joy, sadness, surprise, neutral). The keyword is never used as the label: on the real
   file the dominant emotion equals the keyword for 1008 of 1980 images (85 rows have a tied maximum).
 - A duplicated image key keeps its first row; later ones are rejected, naming the first line.
+- An image key is kept inside images/ by how it is written (core.paths): symbolic links below
+  images/ (keyword folders on another disk) are followed; a dangling one is named in the rejection.
 - Every image is decoded (at reduced JPEG scale, which still reads the whole stream) so that a
   truncated or corrupt file is rejected here rather than in a training loop hours later.
 """
@@ -30,6 +32,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from emo_pipeline.core.emotions import EMOTIONS, KEYWORDS, PROB_COLUMNS
+from emo_pipeline.core.paths import OutsideRoot, link_problem, path_under
 from emo_pipeline.core.rejection import DatasetReport, NotADatasetError, Rejection
 
 GROUND_TRUTH = "ground_truth.txt"
@@ -121,7 +124,8 @@ def read_emotion6(root: str | Path, *, check_images: bool = True) -> Emotion6Dat
     if not gt_path.is_file():
         raise NotADatasetError(f"{root}: no {GROUND_TRUTH}, so this is not an Emotion6 folder")
     if not (root / "images").is_dir():
-        raise NotADatasetError(f"{root}: no images/ folder, so this is not an Emotion6 folder")
+        why = link_problem(root, root / "images")
+        raise NotADatasetError(f"{root}: {why or 'no images/ folder'}, so this is not an Emotion6 folder")
 
     raw_lines = gt_path.read_bytes().split(b"\n")
     if raw_lines and raw_lines[-1] == b"":
@@ -133,7 +137,8 @@ def read_emotion6(root: str | Path, *, check_images: bool = True) -> Emotion6Dat
     rejected: list[Rejection] = []
     rows: list[dict] = []
     first_line_of: dict[str, int] = {}
-    images_root = (root / "images").resolve()
+    # The root the user named is theirs to resolve; paths below it are only joined (see core.paths).
+    images_root = root.resolve() / "images"
     for line_no, raw in enumerate(raw_lines[1:], start=2):
         raw = raw.rstrip(b"\r")
         if not raw.strip():
@@ -153,12 +158,17 @@ def read_emotion6(root: str | Path, *, check_images: bool = True) -> Emotion6Dat
                                       f"duplicate key {key!r}, first given on line {first_line_of[key]}"))
             continue
         first_line_of[key] = line_no
-        path = (images_root / key).resolve()
-        if images_root not in path.parents:
-            rejected.append(Rejection(GROUND_TRUTH, line_no, "[image_filename]", f"{key!r} points outside images/"))
+        try:
+            path = path_under(images_root, key)
+        except OutsideRoot as exc:
+            rejected.append(Rejection(GROUND_TRUTH, line_no, "[image_filename]",
+                                      f"{key!r} points outside images/ ({exc})"))
             continue
         if not path.is_file():
-            rejected.append(Rejection(GROUND_TRUTH, line_no, "[image_filename]", f"image file missing: images/{key}"))
+            why = link_problem(images_root.parent, path)
+            rejected.append(Rejection(GROUND_TRUTH, line_no, "[image_filename]",
+                                      f"image images/{key} cannot be reached: {why}" if why else
+                                      f"image file missing: images/{key}"))
             continue
         width = height = None
         if check_images:

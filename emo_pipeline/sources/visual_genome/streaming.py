@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -84,11 +85,12 @@ def _stream(con: duckdb.DuckDBPyConnection, table: str, fields: Fields, path: Pa
     schema = arrow_schema(table)
     result = FileResult()
     claimed: dict[int, int] = {}  # image_id -> position of its first record (image_data.json checks in SQL)
+    repeats: set[int] = set()  # positions of the records found repeating one, already rejected
     with pq.ParquetWriter(out, schema, **_PARQUET_OPTIONS) as writer:
         for batch in _batches(con, query):
             result.records = max(result.records, pc.max(batch.column("pos")).as_py() or 0)
             if table != "images":
-                batch = _drop_repeated_records(batch, claimed, name, result.rejected)
+                batch = _drop_repeated_records(batch, claimed, repeats, name, result.rejected)
             good = pa.Table.from_batches([batch])
             if batch.column("problem").null_count < batch.num_rows:  # some rows to leave out
                 keep = pc.is_null(batch.column("problem"))
@@ -107,21 +109,28 @@ def _stream(con: duckdb.DuckDBPyConnection, table: str, fields: Fields, path: Pa
     return result
 
 
-def _drop_repeated_records(batch: pa.RecordBatch, claimed: dict[int, int], name: str,
+def _drop_repeated_records(batch: pa.RecordBatch, claimed: dict[int, int], repeats: set[int], name: str,
                            rejected: list[Rejection]) -> pa.RecordBatch:
     """Leave out the records that repeat an earlier record's image_id (one rejection each, naming the
-    first); the first valid record of an image (some row kept, or an empty list) claims it."""
+    first); the first valid record of an image (some row kept, or an empty list) claims it. A record
+    whose rows span batches is rejected once: `repeats` holds the positions already rejected."""
     problem = batch.column("problem")
     valid = pc.or_(pc.is_null(problem), pc.equal(pc.fill_null(problem, -1), 0))
-    records = (pa.table({"pos": batch.column("pos"), "image_id": batch.column("image_id")}).filter(valid)
-               .group_by(["pos", "image_id"], use_threads=False).aggregate([]))
+    # One (position, image_id) per record in position order: a record's first valid row stands for it
+    # (a valid row always carries its record's image_id). numpy's unique is a sort of the positions,
+    # cheaper than grouping every row by both columns.
+    positions = batch.column("pos").filter(valid).to_numpy(zero_copy_only=False)
+    image_ids = batch.column("image_id").filter(valid).to_numpy(zero_copy_only=False)
+    records, first_rows = np.unique(positions, return_index=True)
     repeated = []
-    for pos, image_id in sorted(zip(records["pos"].to_pylist(), records["image_id"].to_pylist())):
+    for pos, image_id in zip(records.tolist(), image_ids[first_rows].tolist()):
         first = claimed.setdefault(image_id, pos)
         if first != pos:
             repeated.append(pos)
-            rejected.append(Rejection(name, pos, "image_id",
-                                      f"duplicate image_id {image_id} (first at record {first})"))
+            if pos not in repeats:
+                repeats.add(pos)
+                rejected.append(Rejection(name, pos, "image_id",
+                                          f"duplicate image_id {image_id} (first at record {first})"))
     if not repeated:
         return batch
     return batch.filter(pc.invert(pc.is_in(batch.column("pos"), pa.array(repeated, batch.column("pos").type))))
