@@ -253,6 +253,7 @@ def test_user_weights_are_loaded_and_nothing_is_trained(runs):
 def test_mlflow_records_the_path_taken_metrics_and_weights(runs):
     from mlflow.tracking import MlflowClient
 
+    from emo_pipeline.storage.mlflow_models import local_path
     from emo_pipeline.storage.tracking import tracking_uri
 
     client = MlflowClient(tracking_uri=tracking_uri(Path(runs["resources"]["mlflow"].root)))
@@ -270,6 +271,10 @@ def test_mlflow_records_the_path_taken_metrics_and_weights(runs):
             assert len(history) == EPOCHS
         else:
             assert run.data.params["path_taken"].startswith("user weights ")
+    # The installed weights are the last run's logged artifact itself (one file on disk).
+    installed = detection.detector_weights_path(runs["resources"]["models"])
+    logged = local_path(f"{client.get_run(run_id).info.artifact_uri}/object_detector.pt")
+    assert installed.samefile(logged) and installed.stat().st_nlink == 2
 
 
 def test_write_yolo_dataset_clips_boxes_skips_missing_files_and_rewrites_in_place(tmp_path: Path):

@@ -3,9 +3,12 @@
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pytest
+import torch
 
 from emo_pipeline.definitions import defs
+from emo_pipeline.storage.model_store import load_torch_model
 from emo_pipeline_tests.materialize import materialize, project_resources
 
 MODELS = ("small_cnn", "small_cnn_classifier", "resnet18")
@@ -21,7 +24,9 @@ def materialized(world_factory, tmp_path_factory: pytest.TempPathFactory):
     resources = project_resources(world_factory(seed=5), tmp)
     selection = ["emotion6_labels", "emotion6_rejected", "emotion6_split", "emotion_distribution_metrics"]
     selection += [f"{m}_{part}" for m in MODELS for part in ("model", "predictions")]
-    run_config = {"ops": {"resnet18": {"config": {"epochs": 5}}}}
+    # The classifier trains with the paper's recipe, the others with the demo profile's (improved).
+    run_config = {"ops": {"resnet18": {"config": {"epochs": 5}},
+                          "small_cnn_classifier": {"config": {"recipe": "paper"}}}}
     result = materialize(resources, selection, run_config=run_config, raise_on_error=True)
     return result, resources
 
@@ -40,7 +45,7 @@ def test_models_train_and_beat_the_train_mean_on_validation(materialized):
 
 
 def test_models_are_registered_in_mlflow_with_their_lineage(materialized):
-    import mlflow
+    import mlflow.pyfunc
     from mlflow.tracking import MlflowClient
 
     from emo_pipeline.storage.tracking import tracking_uri
@@ -57,10 +62,44 @@ def test_models_are_registered_in_mlflow_with_their_lineage(materialized):
         assert run.data.params["weights_source"].startswith("none: trained from scratch")
         assert "val_loss" in run.data.metrics
     mlflow.set_tracking_uri(tracking_uri(Path(resources["mlflow"].root)))
-    model = mlflow.pytorch.load_model("models:/small_cnn_model/1")
-    import torch
+    registered = mlflow.pyfunc.load_model("models:/small_cnn_model/1")
+    images = np.random.default_rng(0).normal(size=(3, 3, 32, 32)).astype(np.float32)
+    stored, _ = load_torch_model(resources["models"].directory(), "small_cnn")
+    with torch.inference_mode():
+        np.testing.assert_allclose(registered.predict(images), stored(torch.from_numpy(images)).numpy(), atol=1e-6)
 
-    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 7)
+
+def test_each_models_weights_are_on_disk_once(materialized):
+    """The model store's weights file and the registered MLflow version's copy are one file (a hard link),
+    and no resume checkpoint survives the finished runs."""
+    _, resources = materialized
+    models = resources["models"].directory()
+    artifacts = Path(resources["mlflow"].root) / "artifacts"
+    for model in MODELS:
+        weights = models / f"{model}.pt"
+        (logged,) = [p for p in artifacts.rglob(f"artifacts/{model}.pt") if p.is_file()]
+        assert weights.samefile(logged) and weights.stat().st_nlink == 2, model
+    assert not list((models.parent / "checkpoints").rglob("*.pt"))
+
+
+def test_the_recipe_is_recorded_in_mlflow_and_the_metadata(materialized):
+    from mlflow.tracking import MlflowClient
+
+    from emo_pipeline.storage.tracking import tracking_uri
+
+    result, resources = materialized
+    events = {e.asset_key.to_user_string(): e for e in result.get_asset_materialization_events()}
+    client = MlflowClient(tracking_uri=tracking_uri(Path(resources["mlflow"].root)))
+    expected = {"small_cnn": ("improved", "True", "train_mean"), "small_cnn_classifier": ("paper", "False", "default")}
+    for model, (recipe, augment, bias) in expected.items():
+        metadata = events[f"{model}_model"].materialization.metadata
+        assert metadata["recipe"].value == recipe, model
+        assert metadata["settings"].value["recipe"] == recipe
+        (version,) = client.search_model_versions(f"name='{model}_model'")
+        params = client.get_run(version.run_id).data.params
+        assert (params["recipe"], params["augment"], params["output_bias"]) == (recipe, augment, bias), model
+    # The paper's recipe tries no prediction floor.
+    assert events["small_cnn_classifier_model"].materialization.metadata["prediction_floor"].value == 0.0
 
 
 def test_metadata_says_how_the_model_was_trained(materialized):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 import s3fs
@@ -165,30 +166,39 @@ def test_an_unreachable_store_is_a_one_line_error(tmp_path: Path):
 
 def test_mlflow_artifacts_and_registered_models_live_in_s3(s3: dict[str, str], tmp_path: Path):
     """A model logged by an asset through the mlflow resource, with EMO_MLFLOW_ARTIFACTS set, is stored
-    in the bucket and loads back from the registry with the same outputs."""
-    import mlflow.pytorch
+    in the bucket and loads back from the registry with the same outputs; the model store keeps its own
+    file (no link reaches a bucket)."""
+    import mlflow.pyfunc
     import torch
 
-    from emo_pipeline.storage.tracking import ensure_experiment, log_torch_model, tracking_uri
+    from emo_pipeline.models import build_model
+    from emo_pipeline.storage.mlflow_models import log_stored_torch_model
+    from emo_pipeline.storage.model_store import ModelCard, load_torch_model, save_torch_model
+    from emo_pipeline.storage.tracking import ensure_experiment, tracking_uri
 
     root = f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}/mlflow"
     torch.manual_seed(0)
-    model, x = torch.nn.Linear(4, 7).eval(), torch.randn(3, 4)
+    store, x = tmp_path / "models", torch.randn(3, 3, 32, 32)
+    weights = save_torch_model(store, ModelCard(name="tiny", kind="image", architecture="small_cnn", size=32),
+                               build_model("small_cnn", pretrained="none")[0])
 
     @dg.asset
     def tiny_model(context, mlflow: MLflowResource) -> None:
         with mlflow.start_run(context):
-            log_torch_model(model, x.numpy(), "tiny_model", {"data_fingerprint": "test"})
+            log_stored_torch_model(store, "tiny", x.numpy()[:2], "tiny_model", {"data_fingerprint": "test"})
 
     with environ(EMO_MLFLOW_ARTIFACTS=root, EMO_HOME=str(tmp_path)):
         assert dg.materialize([tiny_model], resources={"mlflow": MLflowResource.from_environment()}).success
-    assert any(key.endswith("/MLmodel") for key in bucket_listing(root))
+    listing = bucket_listing(root)
+    assert any(key.endswith("/MLmodel") for key in listing) and any(key.endswith("/tiny.pt") for key in listing)
     assert not (tmp_path / "mlflow" / "artifacts").exists()
+    assert weights.stat().st_nlink == 1
 
     mlflow.set_tracking_uri(tracking_uri(tmp_path / "mlflow"))
-    loaded = mlflow.pytorch.load_model("models:/tiny_model/1")
+    loaded = mlflow.pyfunc.load_model("models:/tiny_model/1")
+    model, _ = load_torch_model(store, "tiny")
     with torch.inference_mode():
-        torch.testing.assert_close(loaded(x), model(x))
+        np.testing.assert_allclose(loaded.predict(x.numpy()), model(x).numpy(), atol=1e-6)
     # The experiment stays where it was made: moving it silently would split its runs.
     with pytest.raises(ValueError, match=f"keeps its artifacts at {root}/emo_pipeline"):
         ensure_experiment(tmp_path / "mlflow", "emo_pipeline", f"s3://{BUCKET}/elsewhere")

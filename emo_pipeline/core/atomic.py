@@ -46,3 +46,20 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def replace_with_link(path: str | os.PathLike, source: str | os.PathLike) -> bool:
+    """Make `path` a hard link to `source` (same bytes, one copy on disk), atomically.
+
+    Returns False, leaving `path` as it was, where no hard link can be made (another file system, or
+    one without links): both files then stay.
+    """
+    final = Path(path)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.link")
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(source, tmp)
+    except OSError:
+        return False
+    os.replace(tmp, final)
+    return True

@@ -15,6 +15,7 @@ The work is done by `emo_pipeline.detection`; this module adds storage, metadata
 
 import dataclasses
 import hashlib
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -133,6 +134,8 @@ def object_detector(context: dg.AssetExecutionContext, config: ObjectDetectorCon
                                  "epoch_seconds": record.seconds}, step=record.epoch)
             run.log_metrics({f"val_{k}": v for k, v in trained.metrics.items()})
             sha = _install_weights(trained.weights, target)
+            # ultralytics' best.pt and last.pt only serve a resumed run: the installed copy is the model.
+            shutil.rmtree(trained.weights.parent, ignore_errors=True)
             run.log_params({"weights_sha256": sha})
             if trained.per_class_ap50:
                 mlflow_api.log_dict(trained.per_class_ap50, "val_ap50_per_class.json")
@@ -166,11 +169,15 @@ def object_detector(context: dg.AssetExecutionContext, config: ObjectDetectorCon
 
 
 def _log_detector(weights: Path, names: list[str], path_taken: str) -> None:
-    """The detector's classes and weights as artifacts of the active MLflow run."""
+    """The detector's classes and weights as artifacts of the active MLflow run; the installed weights
+    become a link to the logged copy (one file on disk)."""
     import mlflow as mlflow_api
+
+    from emo_pipeline.storage.mlflow_models import link_to_artifact
 
     mlflow_api.log_dict({"names": names}, "classes.json")
     mlflow_api.log_artifact(str(weights))
+    link_to_artifact(weights, mlflow_api.get_artifact_uri(weights.name))
     mlflow_api.set_tag("path_taken", path_taken)
 
 

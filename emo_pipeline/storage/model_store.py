@@ -7,8 +7,9 @@ Layout, under `$EMO_HOME/models/`::
     <name>.skops   scikit-learn models (skops: loading runs no pickle; only known types are accepted)
 
 Every file is written under a temporary name and renamed, the weights before the card, so a card
-never points at weights that are not there yet. The `predict` command and the ensemble rebuild models
-from these files alone, without Dagster or MLflow.
+never points at weights that are not there yet. A registered model's weights file is a hard link to its
+MLflow artifact (emo_pipeline.storage.mlflow_models): one copy on disk. The `predict` command and the
+ensemble rebuild models from these files alone, without Dagster or MLflow.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def available_models(models_dir: Path) -> list[ModelCard]:
 
 def save_torch_model(models_dir: Path, card: ModelCard, model: nn.Module) -> Path:
     """Write `<name>.pt` (the state dict) and then `<name>.json`; returns the weights path."""
-    weights = Path(models_dir) / f"{card.name}.pt"
+    weights = weights_path(models_dir, card.name)
     weights.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(weights) as tmp:
         torch.save(model.state_dict(), tmp)
@@ -99,15 +100,26 @@ def save_torch_model(models_dir: Path, card: ModelCard, model: nn.Module) -> Pat
     return weights
 
 
+def weights_path(models_dir: Path, name: str) -> Path:
+    """Where model `name`'s torch weights (its state dict) live in the model store."""
+    return Path(models_dir) / f"{name}.pt"
+
+
+def torch_model_from_files(card_file: Path, weights_file: Path, *,
+                           device: torch.device | str = "cpu") -> tuple[nn.Module, ModelCard]:
+    """Rebuild the model a card file describes and load its weights file; in eval mode."""
+    card = load_card(Path(card_file).parent, Path(card_file).stem)
+    if not Path(weights_file).is_file():
+        raise ModelNotFound(f"{weights_file}: the weights of model {card.name!r} are missing")
+    model = build_from_card(card)
+    model.load_state_dict(torch.load(weights_file, map_location=device, weights_only=True))
+    return model.to(device).eval(), card
+
+
 def load_torch_model(models_dir: Path, name: str, *, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelCard]:
     """Rebuild model `name` from its card and load its weights; in eval mode."""
-    card = load_card(models_dir, name)
-    model = build_from_card(card)
-    weights = Path(models_dir) / f"{name}.pt"
-    if not weights.is_file():
-        raise ModelNotFound(f"{weights}: the weights of model {name!r} are missing")
-    model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
-    return model.to(device).eval(), card
+    load_card(models_dir, name)  # a missing card names the models that are there
+    return torch_model_from_files(card_path(models_dir, name), weights_path(models_dir, name), device=device)
 
 
 def save_sklearn_model(models_dir: Path, card: ModelCard, estimator: object) -> Path:

@@ -60,25 +60,6 @@ def tag_model_version(name: str, version: str | int | None, tags: Mapping[str, s
         client.set_model_version_tag(name, str(version), key, str(value))
 
 
-def log_torch_model(model, input_example, registered_model_name: str,
-                    version_tags: Mapping[str, str] | None = None):
-    """Log a torch model (torch.export format) into the active run, register a new version of it under
-    `registered_model_name` and tag that version (e.g. with the Dagster run and the data fingerprint).
-
-    The requirements are given rather than inferred: inference starts a subprocess that imports the
-    model's modules and costs about ten seconds per model.
-    """
-    import mlflow.pytorch
-    import torch
-
-    info = mlflow.pytorch.log_model(
-        model, name="model", input_example=input_example, registered_model_name=registered_model_name,
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-    )
-    tag_model_version(registered_model_name, info.registered_model_version, version_tags)
-    return info
-
-
 def sklearn_requirements() -> list[str]:
     """What loading a skops-serialised scikit-learn model needs, pinned to this environment.
 
@@ -102,3 +83,23 @@ def log_sklearn_model(model: object, name: str, input_example: object, registere
     if registered_model_name:
         tag_model_version(registered_model_name, info.registered_model_version, version_tags)
     return info
+
+
+def registered_versions(mlflow_dir: Path, name: str) -> list[dict]:
+    """Every version of registered model `name`, oldest first: its version, data fingerprint (tag), the
+    run's parameters and final metrics, and when the run started. Empty when the model is unknown."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri(mlflow_dir))
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return []
+    out = []
+    for version in versions:
+        run = client.get_run(version.run_id)
+        out.append({"version": int(version.version), "data_fingerprint": version.tags.get("data_fingerprint", ""),
+                    "params": dict(run.data.params), "metrics": dict(run.data.metrics),
+                    "start_time": run.info.start_time})
+    return sorted(out, key=lambda v: v["version"])

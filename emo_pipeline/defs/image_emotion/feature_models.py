@@ -93,7 +93,7 @@ def svm(context: dg.AssetExecutionContext, config: SVMTrainConfig, warehouse: Wa
             png = Path(folder) / "confusion_test.png"
             png.write_bytes(confusion)
             mlflow_api.log_artifact(str(png))
-        run.register_sklearn(result.pipeline, table[feature_columns].head(2))
+        run.publish_sklearn(None, result.pipeline, table[feature_columns].head(2))
     predictions_path = store.write_table(SVM_PREDICTIONS, result.predictions)
 
     shown = [*(f"{s}_accuracy" for s in SPLITS), *(f"majority_{s}_accuracy" for s in SPLITS),
@@ -194,8 +194,7 @@ def feature_ridge(context: dg.AssetExecutionContext, config: FeatureRidgeTrainCo
             options={k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(feature_config).items()},
             clip=result.clip, profile=run.profile, weights_source="trained on the hand-made features")
         mlflow_api.log_dict(card.to_json(), "model_card.json")
-        run.register_sklearn(result.pipeline, features[result.feature_columns].head(2))
-    model_path = run.save_sklearn(card, result.pipeline)
+        model_path = run.publish_sklearn(card, result.pipeline, features[result.feature_columns].head(2))
     predictions_path = store.write_table(FEATURE_RIDGE_PREDICTIONS, result.predictions)
 
     yield dg.MaterializeResult(asset_key=FEATURE_RIDGE_MODEL, data_version=run.data_version, metadata=run.metadata(

@@ -7,8 +7,9 @@ A training asset reads its inputs, calls the library's `fit_*`, and hands the re
   data fingerprint logged as parameters;
 - logs the per-epoch losses and the metrics, and registers the model under the asset's name (one
   registered model per model asset, one version per materialization, tagged with its lineage);
-- writes the weights and the model card to the model store (what `emo-pipeline predict` reads) and
-  drops the resume checkpoints of a finished run;
+- writes the weights and the model card to the model store (what `emo-pipeline predict` reads),
+  registers those same files in MLflow with one copy on disk, and drops the resume checkpoints of a
+  finished run;
 - builds the metadata every model asset shows: settings, profile, where the weights came from, the
   MLflow run and model version, the metrics, the training curve, and a data version from the data
   fingerprint, so the UI shows a model as stale when its data changes.
@@ -17,8 +18,7 @@ A training asset reads its inputs, calls the library's `fit_*`, and hands the re
         fitted = fit_emotion_model(labels, split, settings, run.checkpoints, ...)
         run.log_fit(fitted.result, fitted.weights)
         run.log_metrics(scores)
-        run.register_torch(fitted.model, example)
-    run.save_torch(card, fitted.model)
+        run.publish_torch(card, fitted.model, example)
     yield dg.MaterializeResult(asset_key=..., metadata=run.metadata(extra=...), data_version=run.data_version)
 """
 
@@ -38,23 +38,27 @@ from typing import Any
 import dagster as dg
 
 from emo_pipeline.core import metrics as distribution_metrics
+from emo_pipeline.core import profiles
 from emo_pipeline.core.plots import training_curve_png
 from emo_pipeline.defs.shared.metadata import png_metadata
 from emo_pipeline.defs.shared.resources import MLflowResource, ModelStoreResource
 from emo_pipeline.storage.model_store import ModelCard, save_sklearn_model, save_torch_model
-from emo_pipeline.storage.tracking import log_sklearn_model, log_torch_model
+from emo_pipeline.storage.tracking import log_sklearn_model
 
 # The metrics an Emotion6 distribution model's asset shows: per split, beside the train mean's.
 DISTRIBUTION_METADATA = [f"{split}_{name}" for split in ("val", "test", "val_train_mean", "test_train_mean")
                          for name in distribution_metrics.REPORTED]
 
 
-def code_version(*modules: ModuleType) -> str:
-    """A model asset's code version: a digest of the library modules that train it, so the UI shows the
-    model as out of date when its training code changes."""
+def code_version(*modules: ModuleType, with_profile: bool = True) -> str:
+    """A model asset's code version: a digest of the library modules that train it and, `with_profile`,
+    of the run profiles' settings (`core.profiles`) and the active profile (`EMO_PROFILE`), so the UI
+    and `emo-pipeline demo` see a model as out of date when its training code or its settings change."""
     digest = hashlib.sha256()
-    for module in modules:
+    for module in (*modules, profiles) if with_profile else modules:
         digest.update(inspect.getsource(module).encode())
+    if with_profile:
+        digest.update(profiles.active_profile().encode())
     return digest.hexdigest()[:12]
 
 
@@ -149,25 +153,27 @@ class TrainingRun:
     def version_tags(self) -> dict[str, str]:
         return self.mlflow.version_tags(self.context, self.name, self.data_fingerprint, self.profile)
 
-    def register_torch(self, model, input_example) -> None:
-        """Log the torch model to the run and register it as a new version of `name`."""
-        self.model_info = log_torch_model(model.cpu().eval(), input_example, registered_model_name=self.name,
-                                          version_tags=self.version_tags())
+    def publish_torch(self, card: ModelCard, model, input_example) -> Path:
+        """Weights and card into the model store, the same files registered in MLflow as a new version
+        of `name` (one copy on disk, see emo_pipeline.storage.mlflow_models); checkpoints dropped."""
+        from emo_pipeline.storage.mlflow_models import log_stored_torch_model
 
-    def register_sklearn(self, model, input_example) -> None:
-        """Log the scikit-learn model (skops) to the run and register it as a new version of `name`."""
-        self.model_info = log_sklearn_model(model, "model", input_example, registered_model_name=self.name,
-                                            version_tags=self.version_tags())
-
-    # --- after the run ------------------------------------------------------------------------------
-    def save_torch(self, card: ModelCard, model) -> Path:
-        """Weights and card into the model store; the resume checkpoints go (see `drop_checkpoints`)."""
-        self.saved = save_torch_model(self.models.directory(), card, model)
+        self.saved = save_torch_model(self.models.directory(), card, model.cpu().eval())
+        self.model_info = log_stored_torch_model(self.models.directory(), card.name, input_example,
+                                                 registered_model_name=self.name, version_tags=self.version_tags())
         self.drop_checkpoints()
         return self.saved
 
-    def save_sklearn(self, card: ModelCard, model) -> Path:
-        self.saved = save_sklearn_model(self.models.directory(), card, model)
+    def publish_sklearn(self, card: ModelCard | None, model, input_example) -> Path | None:
+        """The scikit-learn model registered in MLflow (skops) as a new version of `name`; with a card,
+        also into the model store, as a link to MLflow's file."""
+        from emo_pipeline.storage.mlflow_models import link_sklearn_to_logged
+
+        self.model_info = log_sklearn_model(model, "model", input_example, registered_model_name=self.name,
+                                            version_tags=self.version_tags())
+        if card is not None:
+            self.saved = save_sklearn_model(self.models.directory(), card, model)
+            link_sklearn_to_logged(self.saved, self.model_info)
         return self.saved
 
     def drop_checkpoints(self) -> None:
