@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import urllib.request
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from emo_pipeline.models import (
     input_size,
     min_input_size,
 )
+from emo_pipeline.models.backbones import WeightsDownloadFailed, fetch_weights
 
 # Captured before any test patches it: torchvision's loader, which reads the cache or else downloads.
 _REAL_HUB_LOADER = torch.hub.load_state_dict_from_url
@@ -122,6 +124,8 @@ def test_small_cnn_has_no_pretrained_weights(tmp_path: Path) -> None:
     assert not build_model("small_cnn", pretrained="none")[1].pretrained
     with pytest.raises(ValueError, match="no pretrained weights"):
         build_model("small_cnn", pretrained="required")
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        build_model("small_cnn", pretrained="download")
     with pytest.raises(ValueError, match="no pretrained weights"):
         build_model("small_cnn_classifier", weights_path=tmp_path / "w.pt")
 
@@ -319,3 +323,70 @@ def test_esm_resnet_takes_the_fcn_prediction() -> None:
         esm = esm_model.eval()(images)
         out = model.eval()(images, esm)
     assert out.shape == (2, 7)
+
+
+# --- pretrained="download": fetched into torchvision's cache, then loaded like the others ------------------
+
+_REAL_HUB_DOWNLOAD = torch.hub.download_url_to_file  # captured at import, before the fixture refuses it
+
+
+def _closed_local_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_download_loads_a_file_already_in_the_cache_without_the_network() -> None:
+    """The fixture refuses every download: a file in the cache is simply used."""
+    state = _resnet18_state(seed=5)
+    path = _put_in_cache("resnet18", state)
+    model, info = build_model("resnet18", pretrained="download")
+    assert info.pretrained and info.source == f"torchvision cache: {path}" and info.detail == ""
+    assert torch.equal(model.state_dict()["layer3.0.conv1.weight"], state["layer3.0.conv1.weight"])
+
+
+def test_download_fetches_into_the_cache_with_torchvisions_downloader(monkeypatch: pytest.MonkeyPatch,
+                                                                      offline_torch_home: Path) -> None:
+    """What torchvision's downloader is asked for (url, cache file, sha256 prefix); then the file loads."""
+    state = _resnet18_state(seed=6)
+    calls = []
+
+    def fake_download(url: str, dst: str, hash_prefix: str | None = None, progress: bool = True) -> None:
+        calls.append((url, dst, hash_prefix))
+        torch.save(state, dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    url = torchvision.models.ResNet18_Weights.DEFAULT.url
+    expected = offline_torch_home / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
+    model, info = build_model("resnet18", pretrained="download")
+    assert calls == [(url, str(expected), "f37072fd")]
+    assert info.pretrained and info.source == f"torchvision cache: {expected}"
+    assert info.detail == f"downloaded from {url}"
+    assert torch.equal(model.state_dict()["conv1.weight"], state["conv1.weight"])
+    assert fetch_weights("resnet18") == (expected, False) and len(calls) == 1  # the second time: no download
+
+
+def test_download_offline_fails_in_one_line_naming_the_file_and_where(monkeypatch: pytest.MonkeyPatch,
+                                                                      offline_torch_home: Path) -> None:
+    """torchvision's real downloader, through a proxy on a closed local port: refused at once, never hangs."""
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _REAL_HUB_DOWNLOAD)
+    proxy = f"http://127.0.0.1:{_closed_local_port()}"
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(var, proxy)
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    url = torchvision.models.VGG19_BN_Weights.DEFAULT.url
+    expected = offline_torch_home / "hub" / "checkpoints" / "vgg19_bn-c79401a0.pth"
+    with pytest.raises(WeightsDownloadFailed) as error:
+        build_model("vgg19_bn", pretrained="download")
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"could not download the ImageNet weights of vgg19_bn from {url} (")
+    assert message.endswith(f"; place vgg19_bn-c79401a0.pth by hand at {expected}")
+    assert isinstance(error.value, PretrainedWeightsMissing)
+    assert list(expected.parent.iterdir()) == []  # no half-written file under any name
+
+
+def test_fcn8s_of_another_width_refuses_download() -> None:
+    with pytest.raises(ValueError, match="need trunk_width=64"):
+        build_fcn8s(trunk_width=8, pretrained="download")

@@ -10,11 +10,12 @@ dominant-emotion classifiers (`*_classifier`, logits for cross-entropy). The two
 their own builders: `build_fcn8s` (image -> stimuli map) and `build_esm_resnet` (image and map ->
 distribution).
 
-Input sizes: `input_size(name)` is the paper's (32 px for the small CNN, 224 px otherwise). The
-ImageNet architectures pool adaptively, so a caller may feed smaller images down to
-`min_input_size(name)` (for example ResNet at 112 px in the CPU demo). The small CNN's fully
-connected layer depends on its input side, so it is built for one: `build_model("small_cnn",
-input_size=64)` (default 32, the paper's) takes exactly 64x64 images.
+Input sizes: `input_size(name)` is the default side: 32 px for the small CNN (the paper's), 224 px
+for the ImageNet architectures (their ImageNet size; the paper does not state one). They pool
+adaptively, so a caller may feed smaller images down to `min_input_size(name)` (for example ResNet
+at 112 px in the CPU demo). The small CNN's fully connected layer depends on its input side, so it
+is built for one: `build_model("small_cnn", input_size=64)` (default 32, the paper's) takes exactly
+64x64 images.
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def _spec(name: str) -> _Spec:
 
 
 def input_size(name: str) -> int:
-    """The paper's input side in pixels for model `name` (see `min_input_size` for smaller inputs)."""
+    """The default input side in pixels for model `name`: 32 for the small CNN (the paper's), 224 for the
+    ImageNet architectures (not stated by the paper); see `min_input_size` for smaller inputs."""
     return _spec(name).input_size
 
 
@@ -117,9 +119,9 @@ def build_model(
 ) -> tuple[nn.Module, WeightsInfo]:
     """Model `name` with 7 outputs, and where its initial weights came from.
 
-    `pretrained` (auto | required | none) and `weights_path` choose ImageNet weights as described in
-    `emo_pipeline.models.backbones`; nothing is ever downloaded. The small CNN has no pretrained
-    weights: it accepts only `auto` or `none` and no `weights_path`.
+    `pretrained` (auto | required | download | none) and `weights_path` choose ImageNet weights as
+    described in `emo_pipeline.models.backbones`; only `download` touches the network. The small CNN
+    has no pretrained weights: it accepts only `auto` or `none` and no `weights_path`.
 
     `input_size` builds the small CNN for that side (default 32, a multiple of 4). The torchvision
     models do not depend on it: it is only checked against `min_input_size(name)`, so that a size
@@ -131,7 +133,7 @@ def build_model(
     if input_size is not None and input_size < spec.min_input_size:
         raise ValueError(f"{name} needs inputs of at least {spec.min_input_size} px, not {input_size}")
     if spec.arch is None:
-        if pretrained == "required" or weights_path is not None:
+        if pretrained in ("required", "download") or weights_path is not None:
             raise ValueError(f"{name} has no pretrained weights; use pretrained='auto' or 'none' without weights_path")
         model: nn.Module = SmallCNN(EMOTION_OUTPUTS, distribution=spec.distribution,
                                     input_size=spec.input_size if input_size is None else input_size)

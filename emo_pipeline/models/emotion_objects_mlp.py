@@ -10,7 +10,11 @@ EMOTION_INPUTS = 7
 
 
 class EmotionObjectMLP(nn.Module):
-    """The paper's network: FC(7,500)-ReLU-Dropout-FC(500,2000)-ReLU-Dropout-FC(2000,1500)-ReLU-FC(1500,N)-Sigmoid."""
+    """The paper's network: FC(7,500)-ReLU-Dropout-FC(500,2000)-ReLU-Dropout-FC(2000,1500)-ReLU-FC(1500,N)-Sigmoid.
+
+    The paper's N is 1,500 (its last layer is FC(1500, 1500)); here N is the vocabulary's size, 1,500 in
+    the `paper` profile.
+    """
 
     def __init__(self, n_objects: int, hidden: tuple[int, int, int] = (500, 2000, 1500), dropout: float = 0.5):
         super().__init__()

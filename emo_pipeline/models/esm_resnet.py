@@ -28,7 +28,8 @@ RESNETS: tuple[str, ...] = ("resnet18", "resnet101")
 class ESMResNet(nn.Module):
     """forward(image, esm) -> (N, outputs) distribution.
 
-    `image` is (N, 3, H, W) normalised with ImageNet statistics (224 px in the paper; 112 px works);
+    `image` is (N, 3, H, W) normalised with ImageNet statistics (224 px in the paper profile, a size the
+    paper does not state; 112 px works);
     `esm` is (N, 1, h, w) in [0, 1], any size: the caller supplies the map predicted for the same
     image by the trained ESM model (`FCN8s`), not the ground truth, which does not exist at test time.
     """

@@ -1,6 +1,6 @@
 """FCN-8s (Long et al., 2015) on a VGG-16 trunk, predicting one emotion stimuli map (ESM).
 
-Layers follow the paper: VGG-16's conv layers, fc6/fc7 as convolutions, a 1-channel `score_fr`,
+Layers follow FCN-8s (Long et al.): VGG-16's conv layers, fc6/fc7 as convolutions, a 1-channel `score_fr`,
 `upscore2` (x2), `score_pool4`, `upscore_pool4` (x2), `score_pool3`, then x8 back to the input. The
 output is a sigmoid map in [0, 1] of the input's size, trained with MSE against the ground-truth ESM.
 
@@ -13,8 +13,8 @@ size therefore equals the input size for every input, exactly without any crop w
 multiple of 32 (32, 64, 224).
 
 Weights: the trunk's keys are torchvision's (`features.N`), so the ImageNet VGG-16 file loads with the
-auto/required/none logic of `backbones`; with the paper's 4096-wide fc6/fc7, VGG-16's fully connected
-layers are reshaped into them, as in the paper.
+auto/required/none logic of `backbones`; with VGG-16's 4096-wide fc6/fc7, its fully connected layers
+are reshaped into them, as in FCN-8s.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ class FCN8s(nn.Module):
         h = self.score_fr(self.fc7(self.fc6(h)))
         h = _crop_to(self.upscore2(h), pool4) + self.score_pool4(pool4)
         h = _crop_to(self.upscore_pool4(h), pool3) + self.score_pool3(pool3)
-        # The final x8 is fixed bilinear interpolation, as in the paper; F.interpolate also gets the
+        # The final x8 is fixed bilinear interpolation, as in FCN-8s at-once; F.interpolate also gets the
         # border right where a fixed deconvolution would darken it.
         h = F.interpolate(h, scale_factor=8, mode="bilinear", align_corners=False)
         return torch.sigmoid(h[..., :height, :width])
@@ -142,12 +142,12 @@ def build_fcn8s(
     `WeightsInfo.detail` says whether fc6/fc7 were loaded.
 
     A `trunk_width` other than VGG-16's 64 cannot take the ImageNet file: `auto` then trains from
-    scratch and says why; `required` or a `weights_path` is refused.
+    scratch and says why; `required`, `download` or a `weights_path` is refused.
     """
     if trunk_width != VGG_TRUNK_WIDTH:
         if pretrained not in PRETRAINED_MODES:
             raise ValueError(f"pretrained must be one of {', '.join(PRETRAINED_MODES)}, not {pretrained!r}")
-        if pretrained == "required" or weights_path is not None:
+        if pretrained in ("required", "download") or weights_path is not None:
             raise ValueError(f"ImageNet VGG-16 weights need trunk_width={VGG_TRUNK_WIDTH}, not {trunk_width}")
         info = (WeightsInfo(False, "none: trained from scratch (pretrained='none')") if pretrained == "none" else
                 WeightsInfo(False, f"none: trained from scratch (a trunk of width {trunk_width} cannot take "
