@@ -1,10 +1,11 @@
-"""The `emo-pipeline` command: inspect data sets, write the synthetic world, query the warehouse, predict,
-rank the objects an emotion calls for, compose a scene for it."""
+"""The `emo-pipeline` command: inspect data sets, write the synthetic world, run the demo's graph, query the
+warehouse, predict, rank the objects an emotion calls for, compose a scene for it, fetch ImageNet weights."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -59,9 +60,62 @@ def _inspectors() -> dict[str, Callable[[Path], DatasetReport]]:
     return {"emotion6": inspect_emotion6, "emotionroi": inspect_emotionroi, "vg": inspect_visual_genome}
 
 
+def file_size(size: int) -> str:
+    """A byte count as people read it: 512 B, 3.4 MB, 1.2 GB (powers of 1000)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+def reading_plan(dataset: str, root: Path) -> list[str]:
+    """What `inspect` is about to read in `root`, announced before a read that can take minutes.
+
+    Empty when the folder lacks the files the reader starts from: the reader's own refusal then says so.
+    """
+    if dataset == "emotion6":
+        from emo_pipeline.sources.emotion6 import GROUND_TRUTH, count_data_lines
+
+        truth = root / GROUND_TRUTH
+        if not (truth.is_file() and (root / "images").is_dir()):
+            return []
+        return [f"reading Emotion6 at {root}: {GROUND_TRUTH} ({file_size(truth.stat().st_size)}, "
+                f"{count_data_lines(root):,} records) and the image each record names under images/, "
+                f"every one decoded"]
+    if dataset == "emotionroi":
+        from emo_pipeline.sources.emotionroi import SPLIT_FILES, count_source_images
+
+        if not ((root / "images").is_dir() and (root / "ground_truth").is_dir()):
+            return []
+        return [f"reading EmotionROI at {root}: {count_source_images(root):,} images under images/ and their "
+                f"maps under ground_truth/, every one decoded, and {', '.join(SPLIT_FILES.values())}"]
+    from emo_pipeline.sources.visual_genome import (
+        ATTRIBUTE_FILE,
+        IMAGE_FILE,
+        OBJECT_ALIAS_FILE,
+        OBJECT_FILE,
+        RELATIONSHIP_ALIAS_FILE,
+        RELATIONSHIP_FILE,
+    )
+
+    if not all((root / name).is_file() for name in (IMAGE_FILE, OBJECT_FILE)):
+        return []
+    lines = [f"reading Visual Genome at {root} (every record, into a temporary copy of its tables):"]
+    for name in (IMAGE_FILE, OBJECT_FILE, RELATIONSHIP_FILE, ATTRIBUTE_FILE, OBJECT_ALIAS_FILE,
+                 RELATIONSHIP_ALIAS_FILE):
+        path = root / name
+        lines.append(f"  {name:<24} {file_size(path.stat().st_size) if path.is_file() else 'absent':>10}")
+    return lines
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
+    # ~ expanded, made absolute and normalised lexically: messages show the folder as the user named it.
+    root = Path(os.path.abspath(os.path.expanduser(args.path)))
+    # To stderr, so that --json output stays one JSON object.
+    for line in reading_plan(args.dataset, root):
+        print(line, file=sys.stderr, flush=True)
     with refusing(NotADatasetError, context=f"not a {args.dataset} folder: "):
-        report = _inspectors()[args.dataset](Path(args.path))
+        report = _inspectors()[args.dataset](root)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
         return 0
@@ -85,6 +139,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
         write_world(Path(args.out), seed=args.seed, scale=args.scale, images=not args.no_images,
                     progress=lambda line: print(line, flush=True))
     return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from emo_pipeline.demo import DemoError, run_demo
+
+    with refusing(DemoError):
+        return run_demo(job=args.job, select=args.select)
 
 
 def open_warehouse(args: argparse.Namespace) -> Warehouse:
@@ -236,6 +297,36 @@ def cmd_scene(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_weights(args: argparse.Namespace) -> int:
+    """`weights list`: where torchvision's cache file of each architecture is and whether it is there.
+    `weights fetch`: download the missing ones (one line each: where it went); a failure is one line on
+    stderr naming the file to place by hand and where, the rest are still tried, and the status is 2."""
+    from emo_pipeline.models.backbones import ARCHITECTURES, WeightsDownloadFailed, cache_path, fetch_weights
+
+    if args.action == "list":
+        for arch in ARCHITECTURES:
+            path = cache_path(arch)
+            state = f"present, {file_size(path.stat().st_size)}" if path.is_file() else "absent"
+            print(f"{arch:<10} {state:<18} {path}")
+        return 0
+    names = list(ARCHITECTURES) if "all" in args.archs else list(dict.fromkeys(args.archs))
+    unknown = [name for name in names if name not in ARCHITECTURES]
+    if unknown:
+        raise UserError(f"unknown architecture(s) {', '.join(map(repr, unknown))}: choose from "
+                        f"{', '.join(ARCHITECTURES)}, or all")
+    failed = 0
+    for arch in names:
+        try:
+            path, downloaded = fetch_weights(arch, progress=sys.stderr.isatty())
+        except WeightsDownloadFailed as exc:
+            refuse(f"{PROG} weights", str(exc))
+            failed += 1
+            continue
+        how = "downloaded" if downloaded else "already in the cache"
+        print(f"{arch:<10} {path}  ({how}, {file_size(path.stat().st_size)})", flush=True)
+    return 2 if failed else 0
+
+
 def add_warehouse_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warehouse", help="folder of the catalog (default: $EMO_HOME/warehouse)")
     parser.add_argument("--tables", help="folder or fsspec URL of the Parquet tables, e.g. s3://bucket/emo/tables "
@@ -248,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspect = commands.add_parser("inspect", help="read a data set folder and report counts and rejected records")
     inspect.add_argument("dataset", choices=["emotion6", "emotionroi", "vg"])
-    inspect.add_argument("path", help="the data set folder, in its download layout")
+    inspect.add_argument("path", help="the data set folder, in its download layout (~ and relative paths work)")
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     inspect.add_argument("--all", action="store_true", help="list every rejected record")
     inspect.set_defaults(run=cmd_inspect)
@@ -260,6 +351,15 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--no-images", action="store_true",
                        help="skip the Visual Genome pictures (annotations only); Emotion6 and EmotionROI keep theirs")
     synth.set_defaults(run=cmd_synth)
+
+    demo = commands.add_parser("demo", help="materialize what is stale or missing in the demo's graph, a line per step",
+                               description="Runs against the instance in $DAGSTER_HOME (`make demo` sets it up); "
+                                           "the full Dagster event log goes to $EMO_HOME/logs/.")
+    demo.add_argument("--job", default="demo_job", help="the job whose assets to bring up to date (default demo_job; "
+                                                        "paper_models_job trains the paper's large image models)")
+    demo.add_argument("--select", help="only these of the job's assets, in Dagster's selection syntax "
+                                       "(e.g. 'group:raw', 'key:svm_model+')")
+    demo.set_defaults(run=cmd_demo)
 
     sql = commands.add_parser("sql", help="run a read-only SQL query over the warehouse views")
     sql.add_argument("query")
@@ -299,6 +399,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_warehouse_flags(scene)
     scene.add_argument("--models", help="models folder (default: $EMO_HOME/models)")
     scene.set_defaults(run=cmd_scene)
+
+    weights = commands.add_parser("weights", help="torchvision's ImageNet weights: where they go, fetch them",
+                                  description="The cache is $TORCH_HOME/hub/checkpoints (default "
+                                              "~/.cache/torch/hub/checkpoints); training looks there.")
+    actions = weights.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="each architecture's cache file and whether it is there")
+    fetch = actions.add_parser("fetch", help="download the weights into the cache ahead of a run",
+                               description="e.g. emo-pipeline weights fetch resnet101 vgg19_bn")
+    fetch.add_argument("archs", nargs="+", metavar="ARCH",
+                       help="alexnet, vgg16, vgg19_bn, resnet18, resnet101, or all")
+    weights.set_defaults(run=cmd_weights)
     return parser
 
 

@@ -133,7 +133,8 @@ def objects_run(tmp_path_factory: pytest.TempPathFactory, world_factory: WorldFa
     """The `objects` and `scenes` groups materialized on the planted datasets A and B of a demo world.
 
     Returns the warehouse (`store`), the world folder, the asset check results by name, the word
-    vectors and the MLflow folder; models and scenes go to the session's EMO_HOME.
+    vectors, the MLflow folder and each asset's materialization metadata by name; models and scenes
+    go to the session's EMO_HOME.
     """
     from emo_pipeline.defs.shared.resources import WordVectorsResource
     from emo_pipeline.objects.word_vectors import load_glove
@@ -148,11 +149,14 @@ def objects_run(tmp_path_factory: pytest.TempPathFactory, world_factory: WorldFa
     config = {"ops": {
         **{k.to_user_string(): {"config": {"epochs": 20}} for k in keys
            if k.to_user_string().startswith("objects_emotion_")},
-        **{f"emotion_objects_mlp_{d}": {"config": {"epochs": 4, "normalisations": ["count_share", "box_area"]}}
+        **{f"emotion_objects_mlp_{d}": {"config": {"epochs": 4,
+                                                    "normalisations": ["inverse_total_count", "inverse_log_count"]}}
            for d in "ab"}}}
     result = materialize(resources, keys, run_config=config)
     assert result.success
     checks = {e.event_specific_data.check_name: e.event_specific_data.passed for e in result.all_events
               if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    metadata = {e.materialization.asset_key.to_user_string(): e.materialization.metadata
+                for e in result.get_asset_materialization_events()}
     return {"store": store, "world": world, "checks": checks, "vectors": load_glove(tmp / "word_vectors"),
-            "mlflow": tmp / "mlflow"}
+            "mlflow": tmp / "mlflow", "metadata": metadata}

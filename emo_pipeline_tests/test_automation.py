@@ -82,7 +82,7 @@ def test_jobs_select_what_their_names_say():
                                            "dataset_b_relationships"}
     evaluation_group = {k.to_user_string() for k in GRAPH.get_all_asset_keys()
                         if GRAPH.get(k).group_name == "evaluation"}
-    assert evaluation_group == {"dominant_emotion_accuracy", "emotion_distribution_metrics"}
+    assert evaluation_group == {"dominant_emotion_accuracy", "emotion_distribution_metrics", "paper_comparison"}
     assert _job_assets("evaluation_job") == evaluation_group | {"object_emotion_metrics", "emotion_object_metrics",
                                                                  "scene_fidelity"}
     for job in automation.JOBS:

@@ -1,6 +1,7 @@
 """Dataset B: sharded Visual Genome predictions that resume after a crash, the joined tables and their SQL."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -8,7 +9,14 @@ import pytest
 
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
 from emo_pipeline.core.home import emo_home
-from emo_pipeline.datasets.build import SHARDS, predict_shard, resolve_image_paths, shard_keys
+from emo_pipeline.datasets.build import (
+    SHARDS,
+    predict_shard,
+    resolve_image_paths,
+    select_images,
+    shard_images,
+    shard_keys,
+)
 from emo_pipeline.defs.shared.resources import WarehouseResource
 from emo_pipeline.storage.model_store import card_version, load_card
 from emo_pipeline.storage.warehouse import Warehouse
@@ -104,6 +112,34 @@ def test_dataset_b_covers_every_image_and_answers_sql(ingested):
 
 
 @pytest.mark.slow
+def test_dataset_b_of_a_sample_has_that_many_images(ingested):
+    tmp, base = ingested
+    resources = _with_warehouse(base, tmp / "sample")
+    store = resources["warehouse"].get()
+    every = store.table_row_count("vg_images")
+    count = every // 3
+    config = {"ops": {PREDICTIONS: {"config": {"images": count, "sample_seed": 4}}}}
+    run = materialize(resources, [PREDICTIONS], tags=FULL_RANGE, run_config=config)
+    assert run.success
+    predictions = store.read_table(PREDICTIONS)
+    assert len(predictions) == count == predictions["image_id"].nunique()  # across the 16 shards
+    metadata = run.get_asset_materialization_events()[0].materialization.metadata
+    assert (metadata["images_setting"].value, metadata["sample_seed"].value) == (count, 4)
+    assert (metadata["images_selected"].value, metadata["visual_genome_images"].value) == (count, every)
+    # The same seed in another warehouse predicts the same images.
+    again = _with_warehouse(base, tmp / "sample_again")
+    assert materialize(again, [PREDICTIONS], tags=FULL_RANGE, run_config=config).success
+    assert sorted(again["warehouse"].get().read_table(PREDICTIONS)["image_id"]) == sorted(predictions["image_id"])
+
+    result = materialize(resources, ["dataset_b", "dataset_b_objects", "dataset_b_relationships"])
+    assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
+    table = store.read_table("dataset_b")
+    assert sorted(table["image_id"]) == sorted(predictions["image_id"])
+    objects = store.read_table("vg_objects")
+    assert store.table_row_count("dataset_b_objects") == objects["image_id"].isin(predictions["image_id"]).sum()
+
+
+@pytest.mark.slow
 def test_images_without_a_file_keep_their_row(ingested, tmp_path):
     _, base = ingested
     images = pd.DataFrame({"image_id": [1, 2, 3], "image_path": [None, str(tmp_path / "gone.jpg"), None]})
@@ -122,11 +158,53 @@ def test_shards_partition_the_image_ids():
     assert len(shard_keys()) == SHARDS and len(set(shard_keys())) == SHARDS
 
 
+def _vg_images(n: int = 500) -> pd.DataFrame:
+    ids = np.random.default_rng(1).choice(10**6, size=n, replace=False)
+    return pd.DataFrame({"image_id": ids, "image_path": [f"VG_100K/{i}.jpg" for i in ids]})
+
+
+def test_a_sample_of_n_images_gives_n_rows_across_the_shards_and_the_same_seed_the_same_images():
+    images = _vg_images()
+    sample = select_images(images, 120, seed=0)
+    per_shard = [shard_images(sample, key) for key in shard_keys()]
+    assert sum(len(shard) for shard in per_shard) == 120 == sample["image_id"].nunique()
+    assert set(sample["image_id"]) <= set(images["image_id"])
+    # The same seed draws the same images, whatever the order the table comes in; another seed others.
+    shuffled = images.sample(frac=1.0, random_state=7)
+    assert select_images(shuffled, 120, seed=0)["image_id"].tolist() == sample["image_id"].tolist()
+    assert set(select_images(images, 120, seed=1)["image_id"]) != set(sample["image_id"])
+    # 0 takes every image; a sample larger than the images with a file takes all of those.
+    assert len(select_images(images, 0)) == len(images)
+    without_files = images.assign(image_path=images["image_path"].where(images.index % 2 == 0, None))
+    with_files = select_images(without_files, 400)
+    assert len(with_files) == 250 and with_files["image_path"].notna().all()
+    with pytest.raises(ValueError, match="positive count"):
+        select_images(images, -5)
+
+
 def test_image_paths_stay_inside_the_data_root(tmp_path):
     images = pd.DataFrame({"image_id": [1, 2, 3], "image_path": ["VG_100K/1.jpg", "../../etc/passwd", None]})
     resolved = resolve_image_paths(images, tmp_path)
     assert resolved["image_path"].iloc[0] == str(tmp_path.resolve() / "VG_100K" / "1.jpg")
     assert resolved["image_path"].iloc[1:].isna().all()
+
+
+def test_image_paths_follow_links_inside_the_root_and_refuse_paths_that_leave_it(tmp_path):
+    """VG_100K linked to another disk is followed; the decision is on the path as written."""
+    disk = tmp_path / "disk" / "VG_100K"
+    disk.mkdir(parents=True)
+    (disk / "1.jpg").write_bytes(b"jpeg")
+    root = tmp_path / "VG"
+    root.mkdir()
+    (root / "VG_100K").symlink_to(disk, target_is_directory=True)
+    images = pd.DataFrame({"image_id": [1, 2, 3, 4, 5],
+                           "image_path": ["VG_100K/1.jpg", "VG_100K_2/../VG_100K/1.jpg", "../disk/VG_100K/1.jpg",
+                                          "/etc/passwd", "VG_100K/../../disk/VG_100K/1.jpg"]})
+    resolved = resolve_image_paths(images, root)
+    inside = str(root.resolve() / "VG_100K" / "1.jpg")
+    assert list(resolved["image_path"].iloc[:2]) == [inside, inside]
+    assert Path(inside).read_bytes() == b"jpeg"
+    assert resolved["image_path"].iloc[2:].isna().all()
 
 
 @pytest.mark.slow

@@ -35,7 +35,7 @@ def test_all_definitions_load():
                         "object_emotion_metrics:fc_beats_train_mean"]
     groups = {graph.get(key).group_name for key in graph.get_all_asset_keys()}
     assert {"raw", "features", "image_models", "esm", "evaluation", "detection", "datasets", "objects"} <= groups
-    # `make demo` runs this job, then the shards, then dataset_b_job: together they cover every asset once.
+    # The whole graph as three runs: this job, then the shards, then dataset_b_job cover every asset once.
     unsharded, after_shards = (
         {key.to_user_string() for key in defs.resolve_job_def(job).asset_layer.selected_asset_keys}
         for job in ("unsharded_job", "dataset_b_job"))
@@ -43,6 +43,14 @@ def test_all_definitions_load():
     assert {"dataset_b", "dataset_b_objects", "dataset_b_relationships", "objects_emotion_fc_b",
             "emotion_objects_mlp_b", "emotion_object_scores", "emotion_object_metrics"} <= after_shards
     assert {"objects_emotion_fc_a", "emotion_objects_mlp_a"} <= unsharded
+    # `make demo` (emo-pipeline demo) runs demo_job: every asset but the paper's large image models, which
+    # paper_models_job trains; what reads their predictions takes whichever models are materialized.
+    demo, paper = ({key.to_user_string() for key in defs.resolve_job_def(job).asset_layer.selected_asset_keys}
+                   for job in ("demo_job", "paper_models_job"))
+    assert paper == {f"{m}_{part}" for m in ("alexnet", "alexnet_classifier", "vgg19_bn", "resnet101")
+                     for part in ("model", "predictions")}
+    assert demo == keys - paper
+    assert {"ensemble_model", "emotion_distribution_metrics", "dominant_emotion_accuracy"} <= demo
 
 
 def _project_imports() -> dict[str, set[str]]:
@@ -103,11 +111,12 @@ def test_stage_defs_import_only_the_shared_module():
 
 
 def test_the_library_never_imports_dagster():
-    """Only `defs/` and `definitions.py` know Dagster: the library runs from any script or notebook."""
+    """Only `defs/`, `definitions.py` and the demo's runner (`demo.py`, which executes the code location's
+    jobs) know Dagster: the library runs from any script or notebook."""
     package = PROJECT_ROOT / "emo_pipeline"
     offenders = []
     for path in package.rglob("*.py"):
-        if path.is_relative_to(package / "defs") or path.name == "definitions.py":
+        if path.is_relative_to(package / "defs") or path.name in ("definitions.py", "demo.py"):
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
@@ -139,7 +148,7 @@ def test_raw_group_materializes_and_its_checks_pass(world: Path, tmp_path: Path)
 
 @pytest.mark.slow
 def test_dagster_cli_materializes_the_raw_group(world: Path, tmp_path: Path):
-    """What `make demo` runs: `dagster asset materialize` with the multiprocess executor."""
+    """What a shell runs: `dagster asset materialize` with the multiprocess executor."""
     env = pipeline_env(tmp_path / "home", world)
     Path(env["DAGSTER_HOME"]).mkdir(parents=True)
     (Path(env["DAGSTER_HOME"]) / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())

@@ -94,6 +94,22 @@ def test_untrained_fit_predicts_exactly_the_training_mean(image_world, tmp_path:
     assert fitted.clip == 0.0 and fitted.options == {"input_size": 16}
 
 
+def test_the_paper_recipe_starts_from_the_frameworks_initialisation_without_a_floor(image_world, tmp_path: Path):
+    labels, split = image_world
+    config = EmotionModelConfig("small_cnn", size=16, recipe="paper", training=TrainConfig(epochs=0), workers=1)
+    assert (config.augment, config.output_bias, config.clip_grid) == (False, "default", (0.0,))
+    fitted = fit_emotion_model(labels, split, config, tmp_path, log=_quiet)
+    # Untrained, the model's outputs are its default initialisation's, which depend on the image: not
+    # the train mean for every image, as under the improved recipe.
+    predicted = fitted.predictions[list(PROB_COLUMNS)].to_numpy()
+    assert np.ptp(predicted, axis=0).max() > 1e-4
+    torch.manual_seed(config.training.seed)
+    reference, _ = build_model("small_cnn", pretrained="none", input_size=16)
+    assert torch.equal(output_layer(reference).bias, output_layer(fitted.model).bias.cpu())
+    # No floor is tried, so none is applied.
+    assert fitted.clip == 0.0 and set(fitted.clip_scores) == {0.0}
+
+
 # --- the prediction floor ------------------------------------------------------------------------------------
 
 def test_clip_distribution_by_hand() -> None:

@@ -1,12 +1,15 @@
 """The distribution metrics against independent computations and hand-worked values."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.spatial.distance import chebyshev as scipy_chebyshev
 from scipy.spatial.distance import cosine as scipy_cosine_distance
 from scipy.special import rel_entr
+from scipy.stats import entropy
 
 from emo_pipeline.core import metrics as m
+from emo_pipeline.core.emotions import PROB_COLUMNS
 
 U = np.array([[0.7, 0.1, 0.1, 0.0, 0.1, 0.0, 0.0],
               [0.0, 0.0, 0.2, 0.2, 0.2, 0.2, 0.2]])
@@ -27,6 +30,39 @@ def test_kl_clips_zeros_like_pyldl():
     assert m.kl_divergence(U, V)[1] == pytest.approx(expected, rel=1e-12)
     # A predicted zero where the truth has mass is large but finite.
     assert np.isfinite(m.kl_divergence([[1.0, 0.0]], [[0.0, 1.0]])[0])
+
+
+def test_kl_is_true_before_predicted_and_kl_reverse_the_other_way_as_scipy_entropy_computes_them():
+    # scipy.stats.entropy(p, q) = sum p ln(p / q): KL(p || q). Without zeros neither side is clipped.
+    u = np.array([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]])
+    v = np.array([[0.2, 0.5, 0.3], [0.3, 0.4, 0.3]])
+    assert m.kl_divergence(u, v) == pytest.approx([entropy(a, b) for a, b in zip(u, v)], rel=1e-12)
+    assert m.kl_reverse(u, v) == pytest.approx([entropy(b, a) for a, b in zip(u, v)], rel=1e-12)
+    assert m.kl_reverse(u, v)[0] != pytest.approx(m.kl_divergence(u, v)[0], rel=1e-3)  # KL is not symmetric
+    # With annotated zeros (U), both sides clipped to [eps, 1] as the metric does; scipy renormalises the
+    # clipped rows, which moves them by about 1e-15.
+    clipped_u, clipped_v = np.clip(U, m.EPS, 1), np.clip(V, m.EPS, 1)
+    expected = [entropy(b, a) for a, b in zip(clipped_u, clipped_v)]
+    assert m.kl_reverse(U, V) == pytest.approx(expected, rel=1e-9)
+    # Predicted mass where no annotator voted costs about ln(1 / eps) = 36 per unit in this direction.
+    assert m.kl_reverse([[1.0, 0.0]], [[0.9, 0.1]])[0] == pytest.approx(
+        0.9 * np.log(0.9) + 0.1 * np.log(0.1 / m.EPS), rel=1e-9)
+
+
+def test_kl_reverse_is_its_own_column_in_every_metric_table():
+    assert {"kl", "kl_reverse"} <= set(m.REPORTED)
+    frame = m.metrics_table({("model", "test"): (U, V)})
+    assert frame.loc[0, "kl_reverse"] == pytest.approx(m.kl_reverse(U, V).mean())
+    assert frame.loc[0, "kl"] == pytest.approx(m.kl_divergence(U, V).mean())
+    # A model's predictions for two test images and one training image, scored as a model asset is.
+    keys, splits = ["a", "b", "c"], ["test", "test", "train"]
+    truth, predicted = np.vstack([U, U[:1]]), np.vstack([V, V[:1]])
+    labels = pd.DataFrame(truth, columns=list(PROB_COLUMNS)).assign(image_key=keys)
+    predictions = pd.DataFrame(predicted, columns=list(PROB_COLUMNS)).assign(image_key=keys, split=splits)
+    flat = m.flat_scores(m.split_metrics(predictions, labels, splits=("test",)))
+    assert flat["test_kl_reverse"] == pytest.approx(m.kl_reverse(U, V).mean())
+    # The train mean (U's first row, the only training image) beside it, in the same direction.
+    assert flat["test_train_mean_kl_reverse"] == pytest.approx(m.kl_reverse(U, np.tile(U[0], (2, 1))).mean())
 
 
 def test_distances_against_scipy_and_hand_values():

@@ -8,6 +8,7 @@
       synthetic/    the embedded synthetic world (Emotion6/, EmotionROI/, VG/)
       word_vectors/ GloVe as gensim KeyedVectors (memory-mapped)
       ultralytics/  YOLO_CONFIG_DIR: its settings and font, kept out of the user's home
+      logs/         the full Dagster event log of each `emo-pipeline demo`
 """
 
 from __future__ import annotations
@@ -58,6 +59,11 @@ class Home:
     @property
     def ultralytics(self) -> Path:
         return self.root / "ultralytics"
+
+    @property
+    def logs(self) -> Path:
+        """One file per `emo-pipeline demo`: everything its runs logged (the terminal shows a line per step)."""
+        return self.root / "logs"
 
 
 def emo_home() -> Home:

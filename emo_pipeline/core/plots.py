@@ -263,3 +263,73 @@ def scene_figure_png(legend_png: bytes, target: np.ndarray, predicted: np.ndarra
     right.legend(fontsize=8)
     fig.suptitle(title)
     return figure_png(fig)
+
+
+def _word_cloud(ax: plt.Axes, words: dict[str, float], title: str) -> None:
+    """A word cloud of the positive weights of `words` on `ax` ("(none)" when there are none)."""
+    from wordcloud import WordCloud
+
+    weights = {w: float(v) for w, v in words.items() if v > 0}
+    if weights:
+        cloud = WordCloud(width=320, height=200, background_color="white", random_state=0,
+                          prefer_horizontal=1.0).generate_from_frequencies(weights)
+        ax.imshow(cloud, interpolation="bilinear")
+    else:
+        ax.text(0.5, 0.5, "(none)", ha="center", va="center")
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+
+
+def objects_to_emotion_png(samples: list[tuple[str, dict[str, float], np.ndarray, np.ndarray]], title: str) -> bytes:
+    """One row per image: a word cloud of its objects beside its ground-truth and predicted 7-way
+    distributions (the paper's Fig. 9). `samples` holds (image label, {object: count}, truth, predicted)."""
+    n = max(len(samples), 1)
+    fig, axes = plt.subplots(n, 2, figsize=(8, 3.2 * n), squeeze=False, gridspec_kw={"width_ratios": [1.2, 1]})
+    x = np.arange(len(EMOTIONS))
+    for (cloud_ax, bars), (label, objects, truth, predicted) in zip(axes, samples):
+        _word_cloud(cloud_ax, objects, f"{label}: objects")
+        bars.bar(x - 0.2, truth, width=0.4, label="ground truth")
+        bars.bar(x + 0.2, predicted, width=0.4, label="predicted")
+        bars.set_xticks(x, EMOTIONS, rotation=60, fontsize=7)
+        bars.set_ylim(0, 1)
+        bars.set_title(f"{label}: emotion distribution", fontsize=8)
+    axes[0][1].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def emotion_to_objects_png(distribution: np.ndarray, truth: dict[str, float], predicted: dict[str, float],
+                           title: str) -> bytes:
+    """The input 7-way distribution beside a word cloud of the image's true objects and one of the
+    predicted objects (the paper's Figs. 11-12); the clouds weigh words by count and by score."""
+    fig, (bars, left, right) = plt.subplots(1, 3, figsize=(11, 2.9), gridspec_kw={"width_ratios": [0.9, 1, 1]})
+    bars.bar(np.arange(len(EMOTIONS)), np.asarray(distribution, dtype=float), color="#4c72b0")
+    bars.set_xticks(np.arange(len(EMOTIONS)), EMOTIONS, rotation=60, fontsize=7)
+    bars.set_ylim(0, 1)
+    bars.set_title("input emotion distribution", fontsize=8)
+    _word_cloud(left, truth, "ground-truth objects")
+    _word_cloud(right, predicted, "predicted objects")
+    fig.suptitle(title, fontsize=9)
+    return figure_png(fig)
+
+
+def validation_loss_bars_png(table: pd.DataFrame, title: str) -> bytes:
+    """One panel per data set: the validation loss of the score baseline and of the MLP for each target
+    normalisation (the paper's Fig. 14). `table` has dataset, normalisation, baseline_loss, mlp_loss;
+    the y axis is logarithmic, as the normalisations' losses differ by orders of magnitude."""
+    datasets = list(dict.fromkeys(table["dataset"]))
+    fig, axes = plt.subplots(1, max(len(datasets), 1), figsize=(4.6 * max(len(datasets), 1), 3.4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        rows = table[table["dataset"] == dataset]
+        x = np.arange(len(rows))
+        ax.bar(x - 0.2, rows["baseline_loss"].to_numpy(dtype=float), width=0.4, label="score baseline")
+        ax.bar(x + 0.2, rows["mlp_loss"].to_numpy(dtype=float), width=0.4, label="MLP")
+        ax.set_xticks(x, rows["normalisation"].astype(str), rotation=60, ha="right", fontsize=7)
+        ax.set_yscale("log")
+        ax.set_title(f"dataset {str(dataset).upper()}", fontsize=9)
+    axes[0][0].set_ylabel("validation loss (cross-entropy)")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return figure_png(fig)

@@ -10,7 +10,9 @@ reads naturally (`WHERE joy > 0.5`). Per image: `dataset_a` / `dataset_b`; per i
 run in DuckDB over the Parquet files, which stays within memory at Visual Genome's full size.
 
 Dataset B's predictions are computed in shards of image ids (`image_id % shards`), each its own
-Parquet partition, so a crashed run only redoes the shards it had not finished.
+Parquet partition, so a crashed run only redoes the shards it had not finished. They cover every
+Visual Genome image, or a seeded sample of them (`select_images`; the paper's dataset B is "this
+2000-image subset of Visual Genome"), and dataset B has one row per predicted image.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
+from emo_pipeline.core.paths import OutsideRoot, path_under
 from emo_pipeline.image_emotion.predict import RunOptions, card_distributions
 from emo_pipeline.storage.model_store import ModelCard
 from emo_pipeline.storage.warehouse import Warehouse
@@ -48,19 +51,45 @@ def shard_images(images: pd.DataFrame, key: str, shards: int = SHARDS) -> pd.Dat
     return images[images["image_id"] % shards == shard_index(key)].sort_values("image_id").reset_index(drop=True)
 
 
+ALL_IMAGES = 0  # `select_images` count meaning every image
+
+
+def select_images(images: pd.DataFrame, count: int, seed: int = 0) -> pd.DataFrame:
+    """The images dataset B is made of, sorted by image_id: every row of `images` (image_id, image_path)
+    for count ALL_IMAGES (0), else a uniform sample of `count` images among those with an image_path.
+
+    The sample depends only on the set of candidate image ids and `seed` (not on row order), so every
+    shard of a run, and every later run with the same data and seed, draws the same images. When fewer
+    than `count` images have a path, all of those are taken.
+    """
+    if count < 0:
+        raise ValueError(f"images must be {ALL_IMAGES} (every image) or a positive count, not {count}")
+    ordered = images.sort_values("image_id", kind="stable").reset_index(drop=True)
+    if count == ALL_IMAGES:
+        return ordered
+    candidates = ordered[ordered["image_path"].notna()].reset_index(drop=True)
+    if count >= len(candidates):
+        return candidates
+    chosen = np.random.default_rng(seed).choice(len(candidates), size=count, replace=False)
+    return candidates.iloc[np.sort(chosen)].reset_index(drop=True)
+
+
 def resolve_image_paths(images: pd.DataFrame, root: Path) -> pd.DataFrame:
     """`image_path` made absolute under the data set `root`; a path that would leave it becomes NULL.
 
-    Visual Genome stores `<folder>/<file>` relative to its root; the path comes from a data file, so
-    it is never followed outside the root.
+    Visual Genome stores `<folder>/<file>` relative to its root. The path comes from a data file, so
+    it is kept inside the root by how it is written (no absolute path, no `..` above the root), while
+    links the user put inside the root (`VG_100K -> /other/disk/VG_100K`) are followed (core.paths).
     """
     base = Path(root).resolve()
 
     def inside(relative: object) -> str | None:
         if not isinstance(relative, str):
             return None
-        path = (base / relative).resolve()
-        return str(path) if path.is_relative_to(base) else None
+        try:
+            return str(path_under(base, relative))
+        except OutsideRoot:
+            return None
 
     return images.assign(image_path=images["image_path"].map(inside).astype("string"))
 
@@ -97,7 +126,10 @@ def shard_is_current(existing: pd.DataFrame, images: pd.DataFrame, model: str, v
 
 
 def build_dataset_b(store: Warehouse, predictions: str = "vg_emotion_predictions") -> dict[str, int]:
-    """Write the dataset B tables from the predictions and the Visual Genome tables; row counts."""
+    """Write the dataset B tables from the predictions and the Visual Genome tables; row counts.
+
+    One dataset B row per image in `predictions`: every Visual Genome image, or the sample that was
+    predicted (an image without a readable file keeps its row, readable = false)."""
     con = store.connect_scratch()
     try:
         store.write_query("dataset_b", con, f"""
@@ -106,13 +138,13 @@ def build_dataset_b(store: Warehouse, predictions: str = "vg_emotion_predictions
                    coalesce(o.objects, 0) AS objects, coalesce(o.object_names, []) AS object_names,
                    coalesce(r.relationships, 0) AS relationships
             FROM vg_images i
-            LEFT JOIN {predictions} p USING (image_id)
+            JOIN {predictions} p USING (image_id)
             LEFT JOIN (SELECT image_id, count(*) AS objects, list(DISTINCT name ORDER BY name) AS object_names
                        FROM vg_objects GROUP BY image_id) o USING (image_id)
             LEFT JOIN (SELECT image_id, count(*) AS relationships FROM vg_relationships GROUP BY image_id) r
                    USING (image_id)
             ORDER BY i.image_id""", refresh=False)
-        store.create_view(con, "dataset_b", store.table_uri("dataset_b"))
+        store.create_view(con, "dataset_b", store.table_uri("dataset_b"), replace=True)
         store.write_query("dataset_b_objects", con, f"""
             SELECT o.image_id, o.object_id, o.name AS object, o.x, o.y, o.w, o.h,
                    b.dominant_emotion, {', '.join(f'b.{e}' for e in EMOTIONS)}
@@ -143,7 +175,7 @@ def build_dataset_a(store: Warehouse, detections: str = "emotion6_detections") -
                               list(DISTINCT object ORDER BY object) FILTER (WHERE object IS NOT NULL) AS object_names
                        FROM {detections} GROUP BY image_key) d USING (image_key)
             ORDER BY l.image_key""", refresh=False)
-        store.create_view(con, "dataset_a", store.table_uri("dataset_a"))
+        store.create_view(con, "dataset_a", store.table_uri("dataset_a"), replace=True)
         store.write_query("dataset_a_objects", con, f"""
             SELECT d.image_key, d.object, d.confidence, d.x, d.y, d.w, d.h,
                    a.dominant_emotion, {', '.join(f'a.{e}' for e in EMOTIONS)}

@@ -1,6 +1,7 @@
 """Jobs, the weekly schedule, the data-roots sensor and the automation conditions of the graph.
 
-`JOBS` (the whole graph as three runs around the 16 dataset B shards; raw, datasets, evaluation),
+`JOBS` (the whole graph as three runs around the 16 dataset B shards; raw, datasets, evaluation; the
+demo's graph and the paper's large image models, which it leaves out),
 `FOLLOW_UPSTREAM`, `weekly_graph_schedule`, `data_roots_sensor` and `downstream_automation_sensor`
 (the schedule and sensors are off by default). How they work together: docs/operations.md.
 """
@@ -52,7 +53,27 @@ evaluation_job = dg.define_asset_job(
                 "accuracy and distribution metrics of the image models, both directions of the object "
                 "models (object_emotion_metrics, emotion_object_metrics) and the scenes' fidelity.")
 
-JOBS = [raw_job, unsharded_job, vg_predictions_job, dataset_b_job, datasets_job, evaluation_job]
+# The paper's large image models (43M-140M parameters): the slowest steps of the graph on a CPU, and at
+# the demo's sizes and epochs they stayed at the train mean on the synthetic world (validation top-1
+# no better than it; validation KL within 6% of it). The ensemble and the evaluation tables use
+# whichever models are materialized, so the demo runs without them.
+PAPER_MODELS = ("alexnet", "alexnet_classifier", "vgg19_bn", "resnet101")
+PAPER_MODEL_ASSETS = dg.AssetSelection.assets(*(f"{name}_{part}" for name in PAPER_MODELS
+                                                for part in ("model", "predictions")))
+paper_models_job = dg.define_asset_job(
+    "paper_models_job", selection=PAPER_MODEL_ASSETS,
+    description="The paper's AlexNet (distribution and classifier), VGG19-BN and ResNet-101 on Emotion6, for a "
+                "GPU or a patient CPU. Afterwards `emo-pipeline demo` brings the ensemble, the evaluation tables "
+                "and what is built on them up to date.")
+DEMO = dg.AssetSelection.all() - PAPER_MODEL_ASSETS
+demo_job = dg.define_asset_job(
+    "demo_job", selection=DEMO,
+    description="Every stage but the paper's large image models, what `emo-pipeline demo` (`make demo`) runs: "
+                "only the assets that are stale or missing and what is built on them, in up to three runs "
+                "around the 16 Visual Genome shards.")
+
+JOBS = [raw_job, unsharded_job, vg_predictions_job, dataset_b_job, datasets_job, evaluation_job, demo_job,
+        paper_models_job]
 
 # --- automation conditions --------------------------------------------------------------------------
 

@@ -6,7 +6,10 @@
 shard runs as one run (single-run backfill policy, so `dagster asset materialize --partition-range
 shard_00...shard_15` works from a shell too); shards already predicted by the same model version are
 kept, so a run that crashed resumes where it stopped, and two runs over different ranges share the
-work. `dataset_b` joins the predictions with the annotated objects and relationships.
+work. Its `images` setting makes dataset B all of Visual Genome (0) or a seeded sample of that many
+images (the paper profile's 2,000, after the paper's "2000-image subset"); unset, the profile decides.
+`dataset_b` joins the predictions with the annotated objects and relationships, one row per predicted
+image.
 """
 
 import time
@@ -16,7 +19,9 @@ import numpy as np
 
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
 from emo_pipeline.core.plots import emotion_profile_png
+from emo_pipeline.core.profiles import dataset_b_images
 from emo_pipeline.datasets.build import (
+    ALL_IMAGES,
     DATASET_A_TABLES,
     DATASET_B_TABLES,
     SHARDS,
@@ -24,6 +29,7 @@ from emo_pipeline.datasets.build import (
     build_dataset_b,
     predict_shard,
     resolve_image_paths,
+    select_images,
     shard_images,
     shard_is_current,
     shard_keys,
@@ -41,6 +47,10 @@ VG_SHARDS = dg.StaticPartitionsDefinition(shard_keys(SHARDS))
 
 class VGPredictionConfig(dg.Config):
     model: str | None = None  # default: the best materialized model by validation Chebyshev
+    # How many images dataset B holds: 0 for every Visual Genome image, N for a seeded sample of N
+    # images with a file path; unset, the profile's (paper 2000, demo 0).
+    images: int | None = None
+    sample_seed: int = 0      # which sample; the same seed and data give the same images
     batch_size: int = 64
     workers: int = 2          # decoding processes beside the model
 
@@ -58,9 +68,17 @@ def vg_emotion_predictions(context: dg.AssetExecutionContext, config: VGPredicti
     model = config.model or default_model(models_dir, validation_scores(store))
     card, version = load_card(models_dir, model), card_version(models_dir, model)
     options = RunOptions(batch_size=config.batch_size, workers=config.workers, device=str(torch_device.torch_device()))
-    images = resolve_image_paths(store.read_table("vg_images", columns=["image_id", "image_path"]), data_roots.vg())
+    every_image = resolve_image_paths(store.read_table("vg_images", columns=["image_id", "image_path"]),
+                                      data_roots.vg())
+    count = dataset_b_images(models.active_profile()) if config.images is None else config.images
+    try:
+        images = select_images(every_image, count, config.sample_seed)
+    except ValueError as exc:
+        raise dg.Failure(f"{VG_PREDICTIONS} config field `images`: {exc}") from exc
+    chosen = "every image" if count == ALL_IMAGES else f"a sample of {count:,} (seed {config.sample_seed})"
     keys = context.partition_keys
-    context.log.info(f"predicting {len(keys)} shard(s) with {model} (version {version}, {card.kind}) "
+    context.log.info(f"dataset B: {chosen}, {len(images):,} of {len(every_image):,} Visual Genome images; "
+                     f"predicting {len(keys)} shard(s) with {model} (version {version}, {card.kind}) "
                      f"on {options.device}")
     predicted = kept = readable = 0
     began = time.perf_counter()
@@ -83,6 +101,10 @@ def vg_emotion_predictions(context: dg.AssetExecutionContext, config: VGPredicti
     return dg.MaterializeResult(metadata={
         "model": model,
         "model_version": version,
+        "images_setting": "all" if count == ALL_IMAGES else count,
+        "sample_seed": config.sample_seed,
+        "images_selected": len(images),  # over every shard, this run's and the others'
+        "visual_genome_images": len(every_image),
         "shards": len(keys),
         "images_predicted": predicted,
         "images_kept_from_earlier_run": kept,
@@ -148,8 +170,9 @@ def dataset_a_covers_emotion6(warehouse: WarehouseResource) -> dg.AssetCheckResu
     specs=[
         dg.AssetSpec("dataset_b", group_name=GROUP, kinds={"parquet", "duckdb"},
                      deps=[VG_PREDICTIONS, "vg_images", "vg_objects", "vg_relationships"],
-                     description="Per Visual Genome image: the predicted distribution (emotions as columns), "
-                                 "its objects and relationship count."),
+                     description="Per predicted Visual Genome image (all, or the sample of vg_emotion_predictions): "
+                                 "the predicted distribution (emotions as columns), its objects and relationship "
+                                 "count."),
         dg.AssetSpec("dataset_b_objects", group_name=GROUP, kinds={"parquet", "duckdb"}, deps=["dataset_b"],
                      description="One row per Visual Genome image and annotated object, with the image's emotions."),
         dg.AssetSpec("dataset_b_relationships", group_name=GROUP, kinds={"parquet", "duckdb"}, deps=["dataset_b"],
@@ -167,6 +190,7 @@ def dataset_b(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     yield dg.MaterializeResult(asset_key="dataset_b", metadata={
         **table_metadata(store.head("dataset_b"), store.table_uri("dataset_b")),
         "dagster/row_count": counts["dataset_b"],
+        "visual_genome_images": store.table_row_count("vg_images"),
         "readable_images": len(readable),
         **{f"mean_{emotion}": round(float(value), 4) for emotion, value in zip(EMOTIONS, mean)},
         # The paper's Fig. 3: what the model sees in Visual Genome on average.
@@ -178,17 +202,20 @@ def dataset_b(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
             **table_metadata(store.head(name), store.table_uri(name)), "dagster/row_count": counts[name]})
 
 
-@dg.asset_check(asset="dataset_b", name="every_image_once", blocking=True, additional_deps=["vg_images"],
-                description="every Visual Genome image has exactly one dataset B row")
+@dg.asset_check(asset="dataset_b", name="every_image_once", blocking=True,
+                additional_deps=["vg_images", VG_PREDICTIONS],
+                description="every predicted Visual Genome image (all of them, or the sample `images` chose) "
+                            "has exactly one dataset B row")
 def dataset_b_covers_vg(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     store = warehouse.get()
     ids = store.read_table("dataset_b", columns=["image_id"])["image_id"]
-    images = store.read_table("vg_images", columns=["image_id"])["image_id"]
-    missing = len(set(images) - set(ids))
+    predicted = store.read_table(VG_PREDICTIONS, columns=["image_id"])["image_id"]
+    every = store.table_row_count("vg_images")
+    missing = len(set(predicted) - set(ids))
     duplicated = int(ids.duplicated().sum())
-    return dg.AssetCheckResult(passed=missing == duplicated == 0 and len(ids) == len(images),
-                               description=f"{len(ids)} rows for {len(images)} images; {missing} missing, "
-                                           f"{duplicated} duplicated")
+    return dg.AssetCheckResult(passed=missing == duplicated == 0 and len(ids) == predicted.nunique(),
+                               description=f"{len(ids)} rows for {predicted.nunique()} predicted images "
+                                           f"({every} in Visual Genome); {missing} missing, {duplicated} duplicated")
 
 
 @dg.asset_check(asset="dataset_b", name="distributions_sum_to_one", blocking=True,

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,15 @@ from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
 from emo_pipeline.core.splits import stratified_split
 from emo_pipeline.core.train_loop import TrainConfig, TrainResult, predict, seed_everything, train
 from emo_pipeline.image_emotion.image_data import ImageMaps, ImagesWithMaps, ImageTargets, MirroredPairs, augment_batch
-from emo_pipeline.image_emotion.training import OUTPUT_BIAS, clip_distribution, init_output_bias, loss_function
+from emo_pipeline.image_emotion.training import (
+    OUTPUT_BIAS,
+    RECIPE_SETTINGS,
+    apply_recipe,
+    clip_distribution,
+    expand_recipe,
+    init_output_bias,
+    loss_function,
+)
 from emo_pipeline.models import ESMResNet, FCN8s, MapInput, WeightsInfo, build_esm_resnet, build_fcn8s
 
 ESM_SPLITS = ("train", "val", "test")
@@ -39,19 +48,40 @@ ESM_RESNET_LOSSES = ("mse", "kl")  # the ESM-ResNet ends in a softmax: distribut
 @dataclass(frozen=True)
 class ESMConfig:
     """FCN-8s on EmotionROI. `fc_channels` (fc6/fc7) and `trunk_width` (conv1) are VGG-16's 4096 and 64 in
-    the paper; narrower ones train from scratch on a CPU in minutes."""
+    the paper; narrower ones train from scratch on a CPU in minutes.
+
+    `recipe` (as for the image models, see `emo_pipeline.image_emotion.training`): `paper` trains on
+    EmotionROI's pairs as they are from the framework's initialisation; `improved` adds mirrored copies
+    of the training pairs (`mirror`) and starts the output bias at the training maps' mean level
+    (`output_bias="train_mean"`). Either setting given explicitly wins over the recipe's value.
+    """
+
+    RECIPE_SETTINGS: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {"mirror": False, "output_bias": "default"},
+        "improved": {"mirror": True, "output_bias": "train_mean"},
+    }
 
     size: int = 64
     # From scratch, a learning rate of 1e-3 saturates the sigmoid within a few steps.
     training: TrainConfig = TrainConfig(epochs=50, batch_size=16, lr=1e-4, patience=8)
+    recipe: str = "improved"
     val_fraction: float = 0.15
     fc_channels: int = 4096
     trunk_width: int = 64  # VGG-16's; 16 costs 1/16 of the computation, for a CPU (no ImageNet weights then)
-    mirror: bool = True
+    mirror: bool | None = None        # mirrored copies of the training pairs (None: the recipe's)
+    output_bias: str | None = None    # one of OUTPUT_BIAS (None: the recipe's)
     pretrained: str = "auto"
     weights_path: str | None = None
     workers: int = 2
     samples: int = 4
+
+    def __post_init__(self) -> None:
+        expand_recipe(self)
+        if self.output_bias not in OUTPUT_BIAS:
+            raise ValueError(f"output_bias must be one of {', '.join(OUTPUT_BIAS)}, not {self.output_bias!r}")
+
+    def with_recipe(self, recipe: str) -> ESMConfig:
+        return apply_recipe(self, recipe)
 
 
 @dataclass
@@ -121,12 +151,13 @@ def fit_esm_model(
     model, weights = build_fcn8s(pretrained=config.pretrained, weights_path=config.weights_path,
                                  fc_channels=config.fc_channels, trunk_width=config.trunk_width)
     log(f"esm {config.size} px: {weights.source}" + (f" ({weights.detail})" if weights.detail else ""))
-    level = float(data["train"].maps.double().mean() / 255.0)
-    with torch.no_grad():
-        # Start from the training maps' mean level, not 0.5: most of a map is dark, so from 0.5 the first
-        # steps all push the logits down, and the overshoot saturates the sigmoid, where MSE has no
-        # gradient left to recover with.
-        model.score_fr.bias.fill_(float(np.log(level / (1.0 - level))) if 0.0 < level < 1.0 else 0.0)
+    if config.output_bias == "train_mean":
+        level = float(data["train"].maps.double().mean() / 255.0)
+        with torch.no_grad():
+            # Start from the training maps' mean level, not 0.5: most of a map is dark, so from 0.5 the
+            # first steps all push the logits down, and the overshoot saturates the sigmoid, where MSE
+            # has no gradient left to recover with.
+            model.score_fr.bias.fill_(float(np.log(level / (1.0 - level))) if 0.0 < level < 1.0 else 0.0)
     # The loop's augmentation moves only the inputs, which would misalign image and map; mirrored
     # copies of each training pair (image and map flipped together) double the small EmotionROI instead.
     train_data = MirroredPairs(data["train"]) if config.mirror else data["train"]
@@ -171,10 +202,12 @@ def predict_maps(model: nn.Module, image_paths: Sequence[str | Path], size: int,
 class ESMResNetConfig:
     """The ESM-enhanced ResNet on Emotion6; `arch` is the trunk (resnet18 or resnet101).
 
-    `output_bias`, `output_weight_scale` and `clip_grid` mean what they mean for the image models
-    (`EmotionModelConfig`): the ESM-ResNet is scored beside the plain ResNet, so it starts from the same
-    train-mean output and gets the same validation-chosen prediction floor.
+    `recipe`, `augment`, `output_bias`, `output_weight_scale` and `clip_grid` mean what they mean for the
+    image models (`EmotionModelConfig`, same recipes): the ESM-ResNet is scored beside the plain ResNet,
+    so with a recipe it gets the same additions (or none).
     """
+
+    RECIPE_SETTINGS: ClassVar[dict[str, dict[str, Any]]] = RECIPE_SETTINGS
 
     arch: str = "resnet101"
     size: int = 224
@@ -182,22 +215,29 @@ class ESMResNetConfig:
     esm_grid: int = 7
     loss: str = "mse"
     training: TrainConfig = TrainConfig(epochs=30, batch_size=16, lr=1e-4, patience=5)
-    augment: bool = True
+    recipe: str = "improved"
+    augment: bool | None = None
     pretrained: str = "auto"
     weights_path: str | None = None
     workers: int = 2                    # image decoding processes
-    output_bias: str = "train_mean"
-    output_weight_scale: float = 0.0
-    clip_grid: tuple[float, ...] = metrics.CLIP_GRID
+    output_bias: str | None = None
+    output_weight_scale: float | None = None
+    clip_grid: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
+        expand_recipe(self)
         if self.loss not in ESM_RESNET_LOSSES:
             raise ValueError(f"the ESM-ResNet ends in a softmax: loss must be one of "
                              f"{', '.join(ESM_RESNET_LOSSES)}, not {self.loss!r}")
         if self.output_bias not in OUTPUT_BIAS:
             raise ValueError(f"output_bias must be one of {', '.join(OUTPUT_BIAS)}, not {self.output_bias!r}")
+        if self.output_weight_scale < 0:
+            raise ValueError(f"output_weight_scale must be >= 0, not {self.output_weight_scale}")
         if any(not 0 <= floor < 1 / len(EMOTIONS) for floor in self.clip_grid):
             raise ValueError(f"clip_grid floors must lie in [0, 1/{len(EMOTIONS)}), got {self.clip_grid}")
+
+    def with_recipe(self, recipe: str) -> ESMResNetConfig:
+        return apply_recipe(self, recipe)
 
 
 @dataclass

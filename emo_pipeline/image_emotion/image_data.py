@@ -23,7 +23,8 @@ IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 
 def load_rgb(path: str | Path, size: int) -> np.ndarray:
-    """An image as a (size, size, 3) uint8 array: squashed to a square, as the paper's models take it."""
+    """An image as a (size, size, 3) uint8 array, squashed to a square (the paper resizes to "a standard
+    32x32 dimension" and says nothing of the aspect ratio; squashing keeps the whole picture)."""
     with Image.open(path) as image:
         image.draft("RGB", (size * 2, size * 2))  # JPEG: decode at the smallest scale still >= 2x target
         return np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))

@@ -2,26 +2,35 @@
 
 Distribution models end in a softmax and learn the 7-way distribution (MSE as in the paper, or KL);
 classifiers return logits and learn the dominant emotion with cross-entropy. Model selection uses the
-validation split only; the test split is predicted once, at the end.
+validation split only (the weights of the best validation epoch are kept); the test split is
+predicted once, at the end.
 
-Two additions to the paper's procedure, for models trained from scratch on Emotion6 (about 1400
-training images whose labels are annotators' vote fractions):
+Two recipes (`EmotionModelConfig.recipe`), each a bundle of settings (`RECIPE_SETTINGS`):
 
-- Output bias (`output_bias="train_mean"`): the final linear layer's bias starts at the log of the
-  mean training distribution (class frequencies for a classifier) and its weights are scaled by
-  `output_weight_scale` (0: zero), so the untrained model predicts exactly the train-mean floor and
-  training spends its steps on what differs between images instead of first learning the average.
-- Prediction floor (`clip_grid`): KL punishes a near-zero probability for an emotion that some
-  annotator chose, so each prediction p becomes max(p, floor) renormalised, with the floor chosen on
-  validation (0 always among the candidates, so it can never make validation KL worse) and applied
-  to every split. The chosen floor is returned, to be stored with the model for later predictions.
+- `paper`: the paper's procedure as it states it. The framework's initialisation of the output
+  layer, no prediction floor, no augmentation.
+- `improved`: three additions of this project, for models trained from scratch on Emotion6 (about
+  1400 training images whose labels are annotators' vote fractions):
+  - Output bias (`output_bias="train_mean"`): the final linear layer's bias starts at the log of the
+    mean training distribution (class frequencies for a classifier) and its weights are scaled by
+    `output_weight_scale` (0: zero), so the untrained model predicts exactly the train-mean floor and
+    training spends its steps on what differs between images instead of first learning the average.
+  - Prediction floor (`clip_grid`): KL punishes a near-zero probability for an emotion that some
+    annotator chose, so each prediction p becomes max(p, floor) renormalised, with the floor chosen on
+    validation (0 always among the candidates, so it can never make validation KL worse) and applied
+    to every split. The chosen floor is returned, to be stored with the model for later predictions.
+  - Augmentation (`augment`): random horizontal flips and shifts of each training batch.
+
+A setting given explicitly wins over the recipe's value; `recipe_summary` names the departures.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -41,22 +50,68 @@ OUTPUT_BIAS = ("default", "train_mean")  # default: the framework's initialisati
 # the torchvision models pool adaptively and take any side from their minimum up.
 _SIZED_MODELS = ("small_cnn", "small_cnn_classifier")
 
+# What each recipe sets, for the image models and the ESM-ResNet (see the module docstring).
+RECIPE_SETTINGS: dict[str, dict[str, Any]] = {
+    "paper": {"augment": False, "output_bias": "default", "output_weight_scale": 1.0, "clip_grid": (0.0,)},
+    "improved": {"augment": True, "output_bias": "train_mean", "output_weight_scale": 0.0,
+                 "clip_grid": metrics.CLIP_GRID},
+}
+RECIPES = tuple(RECIPE_SETTINGS)
+
+
+def expand_recipe(config: Any) -> None:
+    """In a frozen settings dataclass's `__post_init__`: every setting of `config`'s recipe left unset
+    (None) takes the recipe's value (the class's `RECIPE_SETTINGS`); one given explicitly keeps its value."""
+    table = type(config).RECIPE_SETTINGS
+    if config.recipe not in table:
+        raise ValueError(f"{type(config).__name__}.recipe: {config.recipe!r} is not a recipe; "
+                         f"choose one of {', '.join(table)}")
+    for name, value in table[config.recipe].items():
+        if getattr(config, name) is None:
+            object.__setattr__(config, name, value)
+
+
+def apply_recipe(config: Any, recipe: str) -> Any:
+    """`config` with `recipe` and every setting that recipe bundles (its other settings kept).
+
+    `dataclasses.replace(config, recipe=...)` alone would keep the old recipe's values, which it passes
+    on as if they had been given explicitly; the Dagster layer applies a `recipe` override this way
+    (each settings class with a recipe has a `with_recipe` method that calls this).
+    """
+    # An unknown recipe is refused by the dataclass's own check (expand_recipe), naming the choices.
+    return dataclasses.replace(config, recipe=recipe, **type(config).RECIPE_SETTINGS.get(recipe, {}))
+
+
+def recipe_summary(config: Any) -> str:
+    """The recipe's name, with the settings where `config` departs from it: "paper" or
+    "paper, except augment=True"."""
+    bundled = type(config).RECIPE_SETTINGS[config.recipe]
+    changed = [f"{name}={getattr(config, name)!r}" for name, value in bundled.items() if getattr(config, name) != value]
+    return config.recipe + (f", except {', '.join(changed)}" if changed else "")
+
 
 @dataclass(frozen=True)
 class EmotionModelConfig:
+    """An image -> emotion model's settings. `augment`, `output_bias`, `output_weight_scale` and
+    `clip_grid` come from `recipe` unless given (None: the recipe's value)."""
+
+    RECIPE_SETTINGS: ClassVar[dict[str, dict[str, Any]]] = RECIPE_SETTINGS
+
     model: str
     size: int
     loss: str = "mse"
     training: TrainConfig = TrainConfig(epochs=10, batch_size=16, lr=1e-4, patience=5)
-    augment: bool = True
+    recipe: str = "improved"            # one of RECIPES
+    augment: bool | None = None         # random flips and shifts of the training batches
     pretrained: str = "auto"
     weights_path: str | None = None
     workers: int = 2                    # image decoding processes
-    output_bias: str = "train_mean"     # one of OUTPUT_BIAS
-    output_weight_scale: float = 0.0    # with train_mean: factor on the last layer's initial weights
-    clip_grid: tuple[float, ...] = metrics.CLIP_GRID  # floors tried on validation; (0.0,) turns clipping off
+    output_bias: str | None = None      # one of OUTPUT_BIAS
+    output_weight_scale: float | None = None  # with train_mean: factor on the last layer's initial weights
+    clip_grid: tuple[float, ...] | None = None  # floors tried on validation; (0.0,) turns clipping off
 
     def __post_init__(self) -> None:
+        expand_recipe(self)
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
         if self.output_bias not in OUTPUT_BIAS:
@@ -66,6 +121,9 @@ class EmotionModelConfig:
         if any(not 0 <= floor < 1 / len(EMOTIONS) for floor in self.clip_grid):
             # A floor of 1/7 or more turns every prediction into the uniform distribution.
             raise ValueError(f"clip_grid floors must lie in [0, 1/{len(EMOTIONS)}), got {self.clip_grid}")
+
+    def with_recipe(self, recipe: str) -> EmotionModelConfig:
+        return apply_recipe(self, recipe)
 
 
 @dataclass

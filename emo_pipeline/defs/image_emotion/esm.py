@@ -9,7 +9,8 @@
 
 Weights go to `$EMO_HOME/models/` with a model card (`emo_pipeline.storage.model_store`), so the ESM-ResNet
 finds its FCN there and `emo-pipeline predict` can rebuild both; MLflow gets parameters, per-epoch
-losses, metrics and a registered model. Defaults come from the profile (`EMO_PROFILE`).
+losses, metrics and a registered model. Defaults come from the profile (`EMO_PROFILE`); `recipe`
+(`paper` | `improved`) in either asset's config switches its training recipe.
 """
 
 import math
@@ -38,8 +39,7 @@ from emo_pipeline.defs.shared.settings import apply_overrides, overrides_config
 from emo_pipeline.image_emotion import esm
 from emo_pipeline.image_emotion.esm import ESMConfig, ESMResNetConfig, fit_esm_model, fit_esm_resnet
 from emo_pipeline.image_emotion.image_data import load_rgb
-from emo_pipeline.image_emotion.training import labels_fingerprint
-from emo_pipeline.models import MapInput
+from emo_pipeline.image_emotion.training import labels_fingerprint, recipe_summary
 from emo_pipeline.storage.model_store import ModelCard, ModelNotFound, load_torch_model
 
 GROUP = "esm"
@@ -129,13 +129,10 @@ def esm_model(context: dg.AssetExecutionContext, config: ESMModelOverrides, ware
             run.log_fit(fitted.result, fitted.weights)
             run.log_metrics({**{f"{s}_mse": v for s, v in fitted.mse.items()},
                              **{f"{s}_mse_mean_map": v for s, v in fitted.baseline_mse.items()}})
-            # A batch of two keeps the exported model's batch dimension dynamic.
-            run.register_torch(fitted.model, torch.zeros(2, 3, settings.size, settings.size).numpy())
-
-        card = ModelCard(name=name, kind="esm_fcn8s", architecture="fcn8s", size=settings.size,
-                         options={"fc_channels": settings.fc_channels, "trunk_width": settings.trunk_width},
-                         profile=run.profile, weights_source=fitted.weights.source)
-        run.save_torch(card, fitted.model)
+            card = ModelCard(name=name, kind="esm_fcn8s", architecture="fcn8s", size=settings.size,
+                             options={"fc_channels": settings.fc_channels, "trunk_width": settings.trunk_width},
+                             profile=run.profile, weights_source=fitted.weights.source)
+            run.publish_torch(card, fitted.model, torch.zeros(2, 3, settings.size, settings.size).numpy())
         context.log.info(f"{name}: finished; weights at {run.saved}, checkpoints removed")
         samples = fitted.samples
         figure = esm_comparison_png(samples.keys, samples.images, samples.true_maps, samples.predicted,
@@ -144,6 +141,7 @@ def esm_model(context: dg.AssetExecutionContext, config: ESMModelOverrides, ware
             ["test_mse", "test_mse_mean_map", "val_mse", "val_mse_mean_map", "train_mse"], extra={
                 "images": dg.MetadataValue.json(fitted.images),
                 "size": settings.size,
+                "recipe": recipe_summary(settings),
                 "test_samples": png_metadata(figure, "image | true map | predicted map | difference"),
             }))
         yield from _fcn_check_results(name, models, fitted.mse, fitted.baseline_mse)
@@ -188,14 +186,12 @@ def esm_resnet(context: dg.AssetExecutionContext, config: ESMResNetOverrides, wa
         fitted = fit_esm_resnet(labels, split, fcn, fcn_card.size, settings, run.checkpoints, device=device,
                                 log=context.log.info)
         run.log_distribution_fit(fitted, labels)
-        # The registered model takes one (N, 4, S, S) tensor: normalised RGB, then the FCN's map
-        # resized to S (see emo_pipeline.image_emotion.esm.MapInput); a batch of two keeps N dynamic.
-        run.register_torch(MapInput(fitted.model), torch.zeros(2, 4, settings.size, settings.size).numpy())
-
-    card = ModelCard(name=ESM_RESNET, kind="esm_resnet", architecture=settings.arch, size=settings.size,
-                     options={"esm_grid": settings.esm_grid}, clip=fitted.clip, esm_model=settings.esm_model,
-                     esm_size=fcn_card.size, profile=run.profile, weights_source=fitted.weights.source)
-    run.save_torch(card, fitted.model)
+        card = ModelCard(name=ESM_RESNET, kind="esm_resnet", architecture=settings.arch, size=settings.size,
+                         options={"esm_grid": settings.esm_grid}, clip=fitted.clip, esm_model=settings.esm_model,
+                         esm_size=fcn_card.size, profile=run.profile, weights_source=fitted.weights.source)
+        # The registered model takes one (N, 4, S, S) tensor: normalised RGB, then the FCN's map resized
+        # to S (emo_pipeline.models.esm_resnet.MapInput).
+        run.publish_torch(card, fitted.model, torch.zeros(2, 4, settings.size, settings.size).numpy())
     predictions_path = store.write_table(ESM_RESNET_PREDICTIONS, fitted.predictions)
     context.log.info(f"{ESM_RESNET}: finished; weights at {run.saved}, checkpoints removed")
 
@@ -208,7 +204,8 @@ def esm_resnet(context: dg.AssetExecutionContext, config: ESMResNetOverrides, wa
                               f"{ESM_RESNET}: maps predicted by {settings.esm_model}")
     yield dg.MaterializeResult(asset_key=ESM_RESNET_MODEL, data_version=run.data_version, metadata=run.metadata(
         DISTRIBUTION_METADATA, extra={
-            "esm_model": settings.esm_model, "esm_size": fcn_card.size, "prediction_floor": fitted.clip,
+            "esm_model": settings.esm_model, "esm_size": fcn_card.size, "recipe": recipe_summary(settings),
+            "prediction_floor": fitted.clip,
             **test_samples_metadata(ESM_RESNET, fitted.predictions, labels),
             "predicted_maps": png_metadata(seen, "image | predicted map")}))
     yield dg.MaterializeResult(asset_key=ESM_RESNET_PREDICTIONS, data_version=run.data_version,

@@ -3,7 +3,9 @@
 One multi-asset per model (`<name>_model` + `<name>_predictions`), built by `emotion_model_asset`:
 it trains with the shared loop (checkpoints under EMO_HOME resume a crashed run), writes the
 predictions of every image as a table, saves the weights, and logs parameters, per-epoch losses,
-metrics and the registered model to MLflow. Defaults come from the profile (`EMO_PROFILE`).
+metrics and the registered model to MLflow. Defaults come from the profile (`EMO_PROFILE`); the
+config's `recipe` (`paper` | `improved`) switches the whole training recipe, and the metadata's
+`recipe` names it with any setting that departs from it.
 """
 
 import dagster as dg
@@ -23,7 +25,12 @@ from emo_pipeline.defs.shared.resources import (
 )
 from emo_pipeline.defs.shared.settings import apply_overrides, overrides_config
 from emo_pipeline.image_emotion import training
-from emo_pipeline.image_emotion.training import EmotionModelConfig, fit_emotion_model, labels_fingerprint
+from emo_pipeline.image_emotion.training import (
+    EmotionModelConfig,
+    fit_emotion_model,
+    labels_fingerprint,
+    recipe_summary,
+)
 from emo_pipeline.storage.model_store import ModelCard
 
 GROUP = "image_models"
@@ -59,19 +66,17 @@ def emotion_model_asset(name: str) -> dg.AssetsDefinition:
                          mlflow=mlflow, run_name=name, params={"device": str(device)}) as run:
             fitted = fit_emotion_model(labels, split, settings, run.checkpoints, device=device, log=context.log.info)
             run.log_distribution_fit(fitted, labels)
-            # A batch of two keeps the exported model's batch dimension dynamic.
-            run.register_torch(fitted.model, torch.zeros(2, 3, settings.size, settings.size).numpy())
-
-        # The card lets `emo-pipeline predict`, the ensemble and dataset B rebuild the model alone.
-        card = ModelCard(name=name, kind="image", architecture=settings.model, size=settings.size,
-                         options=fitted.options or {}, clip=fitted.clip, profile=run.profile,
-                         weights_source=fitted.weights.source)
-        run.save_torch(card, fitted.model)
+            # The card lets `emo-pipeline predict`, the ensemble and dataset B rebuild the model alone.
+            card = ModelCard(name=name, kind="image", architecture=settings.model, size=settings.size,
+                             options=fitted.options or {}, clip=fitted.clip, profile=run.profile,
+                             weights_source=fitted.weights.source)
+            run.publish_torch(card, fitted.model, torch.zeros(2, 3, settings.size, settings.size).numpy())
         predictions_path = store.write_table(predictions_key, fitted.predictions)
         context.log.info(f"{name}: finished; weights at {run.saved}, checkpoints removed")
         yield dg.MaterializeResult(asset_key=model_key, data_version=run.data_version, metadata=run.metadata(
             DISTRIBUTION_METADATA,
-            extra={"prediction_floor": fitted.clip, **test_samples_metadata(name, fitted.predictions, labels)}))
+            extra={"recipe": recipe_summary(settings), "prediction_floor": fitted.clip,
+                   **test_samples_metadata(name, fitted.predictions, labels)}))
         yield dg.MaterializeResult(asset_key=predictions_key, data_version=run.data_version,
                                    metadata=table_metadata(fitted.predictions, predictions_path))
         yield predictions_cover_split(predictions_key, fitted.predictions, split)

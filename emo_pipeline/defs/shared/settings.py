@@ -6,9 +6,12 @@ dataclass here: one optional field per setting, unset by default, so the launchp
 and a run changes only what it sets. A new setting in the dataclass appears in the launchpad as is.
 The nested training settings (`training: TrainConfig`) appear beside the family's own, by their names
 (`epochs`, `lr`, ...), so a run config reads `{"epochs": 5}` rather than `{"training": {"epochs": 5}}`.
+A family with a `recipe` (a named bundle of settings, applied by its `with_recipe` method) takes a
+`recipe` override first, then the single settings a run also sets.
 """
 
 import dataclasses
+import types
 import typing
 from collections.abc import Iterable
 from typing import Any, TypeVar
@@ -20,7 +23,12 @@ Settings = TypeVar("Settings")
 
 
 def _config_type(annotation: Any) -> Any:
-    """Dagster config has lists, not tuples: `tuple[float, ...]` becomes `list[float]`."""
+    """Dagster config has lists, not tuples: `tuple[float, ...]` becomes `list[float]`. A setting typed
+    `X | None` (None: set by the family's recipe) is X here: every override field is optional anyway."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        if len(args) == 1:
+            return _config_type(args[0])
     if typing.get_origin(annotation) is tuple:
         return list[typing.get_args(annotation)[0]]
     return annotation
@@ -46,7 +54,12 @@ def overrides_config(settings_cls: type, name: str, *, exclude: Iterable[str] = 
 
 
 def replace_settings(settings: Settings, values: dict[str, Any]) -> Settings:
-    """`settings` with `values` replaced, each in the (nested) dataclass that holds it; others ignored."""
+    """`settings` with `values` replaced, each in the (nested) dataclass that holds it; others ignored.
+
+    A `recipe` among `values` is applied first (`settings.with_recipe`), so the settings it bundles take
+    its values unless `values` sets them too."""
+    if values.get("recipe") is not None and hasattr(settings, "with_recipe"):
+        settings = settings.with_recipe(values["recipe"])
     changes: dict[str, Any] = {}
     for f in dataclasses.fields(settings):
         current = getattr(settings, f.name)

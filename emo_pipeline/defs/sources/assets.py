@@ -2,7 +2,15 @@
 
 Each asset calls a library reader, writes Parquet through the warehouse, refreshes the DuckDB views
 and attaches row counts, schemas, previews and plots. The blocking checks live in `checks.py`.
+
+Data versions: each table's is `source_data_version`, the reader's code version and the content
+fingerprint of the folder it read (`emo_pipeline.sources.fingerprints.content_fingerprint`), known
+before reading. Reading unchanged files again (the synthetic world written again byte for byte) gives
+the same version, so Dagster keeps everything downstream fresh; `emo-pipeline demo` compares it with
+the latest materialization's to decide whether a data set needs reading at all.
 """
+
+from pathlib import Path
 
 import dagster as dg
 
@@ -10,23 +18,38 @@ from emo_pipeline.core.plots import emotion_profile_png, split_png
 from emo_pipeline.core.rejection import rejections_frame
 from emo_pipeline.core.splits import stratified_split
 from emo_pipeline.defs.shared.metadata import png_metadata, rejected_metadata, table_metadata
+from emo_pipeline.defs.shared.publisher import code_version
 from emo_pipeline.defs.shared.resources import DataRoots, WarehouseResource
 from emo_pipeline.sources import emotion6 as emotion6_source
 from emo_pipeline.sources import emotionroi as emotionroi_source
 from emo_pipeline.sources.emotion6 import TIE_RULE, read_emotion6
 from emo_pipeline.sources.emotionroi import read_emotionroi
-from emo_pipeline.sources.visual_genome import VG_TABLES, ingest_visual_genome
+from emo_pipeline.sources.fingerprints import content_fingerprint
+from emo_pipeline.sources.visual_genome import VG_TABLES, aliases, ingest_visual_genome, reader, schemas, sql, streaming
 
 GROUP = "raw"
 
+# The code that turns each data set's files into tables: a change to it reads the data set again.
+READER_CODE_VERSIONS = {
+    "emotion6": code_version(emotion6_source, with_profile=False),
+    "emotionroi": code_version(emotionroi_source, emotion6_source, with_profile=False),
+    "visual_genome": code_version(reader, streaming, sql, aliases, schemas, with_profile=False),
+}
 
-def _spec(name: str, description: str, deps: list[str] | None = None) -> dg.AssetSpec:
-    return dg.AssetSpec(name, group_name=GROUP, description=description, deps=deps or [], kinds={"parquet"})
+
+def source_data_version(data_set: str, root: Path) -> dg.DataVersion:
+    """What reading `root` with the data set's reader gives: its code version and the folder's content."""
+    return dg.DataVersion(f"{READER_CODE_VERSIONS[data_set]}-{content_fingerprint(root).digest[:20]}")
+
+
+def _spec(name: str, description: str, data_set: str) -> dg.AssetSpec:
+    return dg.AssetSpec(name, group_name=GROUP, description=description, kinds={"parquet"},
+                        code_version=READER_CODE_VERSIONS[data_set])
 
 
 @dg.multi_asset(
     specs=[
-        _spec(table, description) for table, description in zip(emotion6_source.TABLES, (
+        _spec(table, description, "emotion6") for table, description in zip(emotion6_source.TABLES, (
             "Emotion6 images with valence, arousal, the 7 probabilities and the dominant emotion.",
             "Emotion6 records that could not be read: file, line, field, reason."))
     ],
@@ -34,6 +57,7 @@ def _spec(name: str, description: str, deps: list[str] | None = None) -> dg.Asse
 )
 def emotion6(context: dg.AssetExecutionContext, data_roots: DataRoots, warehouse: WarehouseResource):
     root = data_roots.emotion6()
+    version = source_data_version("emotion6", root)
     context.log.info(f"reading Emotion6 from {root} (decoding every image)")
     data = read_emotion6(root)
     store = warehouse.get()
@@ -44,6 +68,7 @@ def emotion6(context: dg.AssetExecutionContext, data_roots: DataRoots, warehouse
     context.log.info(f"Emotion6: {len(labels)} images, {len(rejected)} rejected records")
     yield dg.MaterializeResult(
         asset_key="emotion6_labels",
+        data_version=version,
         metadata={
             **table_metadata(labels, labels_path),
             "source": dg.MetadataValue.path(str(root)),
@@ -55,6 +80,7 @@ def emotion6(context: dg.AssetExecutionContext, data_roots: DataRoots, warehouse
     )
     yield dg.MaterializeResult(
         asset_key="emotion6_rejected",
+        data_version=version,
         metadata={**table_metadata(rejected, rejected_path), **rejected_metadata(rejected)},
     )
 
@@ -86,7 +112,7 @@ def emotion6_split(context: dg.AssetExecutionContext, config: SplitConfig,
 
 @dg.multi_asset(
     specs=[
-        _spec(table, description) for table, description in zip(emotionroi_source.TABLES, (
+        _spec(table, description, "emotionroi") for table, description in zip(emotionroi_source.TABLES, (
             "EmotionROI images paired with their emotion stimuli maps (ESM).",
             "EmotionROI's own train/test split, from training_testing_split/.",
             "EmotionROI records that could not be read: file, line, field, reason."))
@@ -95,6 +121,7 @@ def emotion6_split(context: dg.AssetExecutionContext, config: SplitConfig,
 )
 def emotionroi(context: dg.AssetExecutionContext, data_roots: DataRoots, warehouse: WarehouseResource):
     root = data_roots.emotionroi()
+    version = source_data_version("emotionroi", root)
     context.log.info(f"reading EmotionROI from {root}")
     data = read_emotionroi(root)
     store = warehouse.get()
@@ -105,7 +132,8 @@ def emotionroi(context: dg.AssetExecutionContext, data_roots: DataRoots, warehou
     context.log.info(f"EmotionROI: {len(data.maps)} image/ESM pairs, {len(rejected)} rejected records")
     for name, frame in tables.items():
         extra = rejected_metadata(rejected) if name == "emotionroi_rejected" else {}
-        yield dg.MaterializeResult(asset_key=name, metadata={**table_metadata(frame, paths[name]), **extra})
+        yield dg.MaterializeResult(asset_key=name, data_version=version,
+                                   metadata={**table_metadata(frame, paths[name]), **extra})
 
 
 VG_ASSETS = {table: f"vg_{table}" for table in VG_TABLES}
@@ -121,11 +149,12 @@ VG_DESCRIPTIONS = {
 
 
 @dg.multi_asset(
-    specs=[_spec(asset, VG_DESCRIPTIONS[table]) for table, asset in VG_ASSETS.items()],
+    specs=[_spec(asset, VG_DESCRIPTIONS[table], "visual_genome") for table, asset in VG_ASSETS.items()],
     name="visual_genome",
 )
 def visual_genome(context: dg.AssetExecutionContext, data_roots: DataRoots, warehouse: WarehouseResource):
     root = data_roots.vg()
+    version = source_data_version("visual_genome", root)
     store = warehouse.get()
     context.log.info(f"ingesting Visual Genome from {root} with DuckDB's JSON reader")
     with store.table_outputs(VG_ASSETS.values()) as outputs:
@@ -144,4 +173,4 @@ def visual_genome(context: dg.AssetExecutionContext, data_roots: DataRoots, ware
             metadata["attributes_file_present"] = result.has_attributes
         if table == "rejected":
             metadata.update(rejected_metadata(rejections_frame(result.rejected)))
-        yield dg.MaterializeResult(asset_key=asset, metadata=metadata)
+        yield dg.MaterializeResult(asset_key=asset, data_version=version, metadata=metadata)

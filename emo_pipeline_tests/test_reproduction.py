@@ -1,0 +1,49 @@
+"""The paper's numbers beside ours: the reported-numbers file and the comparison rows."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from emo_pipeline.core.reproduction import REPORTED_FILE, ReportedError, comparison_table, read_reported
+
+# Figs. 6 and 7 and §5.1, as the paper prints them (read off the paper's text, not off the data file).
+FIG6_RESNET = {"kl": 2.760, "chebyshev": 0.239, "max_emotion": 0.209, "bhattacharyya": 0.877}
+
+
+def test_every_number_of_figs_6_7_and_section_5_1_is_in_the_reported_file():
+    reported = read_reported()
+    fig6 = reported[reported["figure"] == "Fig. 6"]
+    assert len(fig6) == 16 and set(fig6["model"]) == {"alexnet", "vgg19_bn", "resnet101", "esm_resnet"}
+    resnet = fig6[fig6["model"] == "resnet101"].set_index("metric")["value"].to_dict()
+    assert resnet == FIG6_RESNET
+    fig7 = reported[reported["figure"] == "Fig. 7"].set_index("model")["value"]
+    assert fig7.to_dict() == {"alexnet": 0.0210, "vgg19_bn": 0.0177, "resnet101": 0.0168, "esm_resnet": 0.0159}
+    accuracy = reported[reported["metric"] == "accuracy"].set_index(["model", "split"])["value"]
+    assert len(accuracy) == 6 and accuracy[("alexnet_classifier", "test")] == 0.4848
+    assert reported["id"].is_unique and reported["paper_says"].str.len().min() > 5
+
+
+def test_a_bad_row_is_named_by_file_line_and_field(tmp_path: Path):
+    lines = REPORTED_FILE.read_text(encoding="utf-8").splitlines()
+    lines[3] = lines[3].replace(",1386,", ",many,").replace(",297,", ",many,")
+    bad = tmp_path / "reported.csv"
+    bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(ReportedError, match=rf"^{bad}:4: field 'value': 'many' is not a number$"):
+        read_reported(bad)
+
+
+def test_comparison_rows_give_the_difference_and_which_side_is_better():
+    reported = read_reported()
+    ours = {("resnet_kl", "paper"): 0.5, ("resnet_kl", "improved"): 0.45, ("resnet_bc", "improved"): 0.83,
+            ("svm_test", "paper"): 0.35, ("svm_test", "improved"): 0.35}
+    table = comparison_table(reported, ours, {"resnet_kl": "demo world"}).set_index("id")
+    kl = table.loc["resnet_kl"]
+    assert (kl["model"], kl["metric"], kl["paper"]) == ("resnet101", "kl", 2.760)
+    assert kl["difference"] == pytest.approx(0.5 - 2.760) and kl["ours_better"] and kl["note"] == "demo world"
+    # Only the improved recipe ran: the difference is taken from it; a lower BC is worse.
+    bc = table.loc["resnet_bc"]
+    assert pd.isna(bc["ours_paper"]) and bc["difference"] == pytest.approx(0.83 - 0.877) and not bc["ours_better"]
+    assert table.loc["svm_test", "ours_better"]
+    assert table.loc["vgg_kl", "ours_better"] is None
+    assert len(table) == len(reported)
