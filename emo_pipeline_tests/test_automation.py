@@ -276,6 +276,7 @@ def test_a_new_emotion6_ground_truth_retrains_what_depends_on_it_and_nothing_els
     downstream = _names(dg.AssetSelection.assets(labels).downstream().resolve(auto.graph)) - {"emotion6_labels"}
     unrelated = ALL - downstream - EMOTION6_RAW
     assert {"emotion6_split", "emotion6_features", "alexnet_model", "resnet18_model", "svm_predictions",
+            "feature_ridge_model", "feature_gbm_model", "feature_gbm_predictions", "ensemble_model",
             "esm_resnet_model", "emotion_distribution_metrics", "dataset_a", "emotion6_detections",
             VG_PREDICTIONS, "dataset_b"} <= downstream
     assert {"vg_images", "vg_objects", "emotionroi_maps", "emotionroi_split", "esm_fcn8s_32", "esm_fcn8s_64",

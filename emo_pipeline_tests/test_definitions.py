@@ -50,7 +50,12 @@ def test_all_definitions_load():
     assert paper == {f"{m}_{part}" for m in ("alexnet", "alexnet_classifier", "vgg19_bn", "resnet101")
                      for part in ("model", "predictions")}
     assert demo == keys - paper
-    assert {"ensemble_model", "emotion_distribution_metrics", "dominant_emotion_accuracy"} <= demo
+    assert {"ensemble_model", "emotion_distribution_metrics", "dominant_emotion_accuracy", "feature_ridge_model",
+            "feature_gbm_model", "feature_gbm_predictions"} <= demo
+    # The gradient-boosted feature model is a candidate of the ensemble and scored by the evaluation table.
+    for reader in ("ensemble_model", "emotion_distribution_metrics"):
+        parents = {k.to_user_string() for k in graph.get(dg.AssetKey(reader)).parent_keys}
+        assert {"feature_gbm_predictions", "feature_ridge_predictions"} <= parents, reader
 
 
 def _project_imports() -> dict[str, set[str]]:

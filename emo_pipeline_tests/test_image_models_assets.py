@@ -1,6 +1,6 @@
 """The features, image_models and evaluation groups materialize in-process on a synthetic world:
 tables with the right rows, the SVM registered in MLflow and loadable, the accuracy table queryable,
-the feature ridge model saved with a card that `predict` reproduces."""
+the feature ridge and gradient-boosted models saved with a card that `predict` reproduces."""
 
 import json
 import subprocess
@@ -10,17 +10,18 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from emo_pipeline.core.emotions import PROB_COLUMNS
+from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
 from emo_pipeline.core.home import emo_home
 from emo_pipeline.defs.shared.resources import MLflowResource
+from emo_pipeline.image_emotion.features import FAMILIES, PAPER_FAMILIES, FeatureConfig, columns_of
 from emo_pipeline.image_emotion.predict import predict_images
-from emo_pipeline.storage.model_store import load_card
+from emo_pipeline.storage.model_store import load_card, load_sklearn_model
 from emo_pipeline.storage.warehouse import Warehouse
 from emo_pipeline_tests.materialize import materialize, project_resources
 
 ASSETS = ["emotion6_labels", "emotion6_rejected", "emotion6_split", "emotion6_features",
           "svm_dominant_emotion", "svm_predictions", "dominant_emotion_accuracy",
-          "feature_ridge_model", "feature_ridge_predictions"]
+          "feature_ridge_model", "feature_ridge_predictions", "feature_gbm_model", "feature_gbm_predictions"]
 SMALL_FEATURES = {"glcm_size": 64, "glcm_levels": 16, "glcm_distances": [1, 2], "colour_size": 48,
                   "colour_bins": 10, "workers": 1}
 SMALL_GRID = {"c_grid": [1.0, 10.0], "gamma_factors": [0.03, 0.3]}
@@ -33,7 +34,8 @@ def materialized(world_factory, tmp_path_factory: pytest.TempPathFactory):
                                   mlflow=MLflowResource(root=str(root / "mlflow"), experiment="test"))
     result = materialize(
         resources, ASSETS, raise_on_error=True,
-        run_config={"ops": {"emotion6_features": {"config": SMALL_FEATURES}, "svm": {"config": SMALL_GRID}}})
+        run_config={"ops": {"emotion6_features": {"config": SMALL_FEATURES}, "svm": {"config": SMALL_GRID},
+                            "feature_gbm": {"config": {"max_iter": 150}}}})
     return result, root
 
 
@@ -43,14 +45,18 @@ def test_assets_materialize_and_checks_pass(materialized):
     assert {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()} == set(ASSETS)
     evaluations = result.get_asset_check_evaluations()
     checked = {e.asset_key.to_user_string() for e in evaluations}
-    assert {"emotion6_features", "svm_predictions", "dominant_emotion_accuracy", "feature_ridge_predictions"} <= checked
+    assert {"emotion6_features", "svm_predictions", "dominant_emotion_accuracy", "feature_ridge_predictions",
+            "feature_gbm_predictions"} <= checked
     assert [(e.asset_key.to_user_string(), e.check_name, e.description) for e in evaluations if not e.passed] == []
 
     store = Warehouse(root / "warehouse")
     labels = store.read_table("emotion6_labels")
     features = store.read_table("emotion6_features")
     assert len(labels) == len(features) == 240 and set(features["image_key"]) == set(labels["image_key"])
-    assert features.shape[1] == 1 + 6 * 2 * 4 + 6 * 10
+    # The demo profile's table: the paper's GLCM and CIECAM02 columns, then this project's 333.
+    assert features.shape[1] == 1 + 6 * 2 * 4 + 6 * 10 + 333
+    assert list(features.columns[1:]) == FeatureConfig(families=FAMILIES, **{
+        k: tuple(v) if isinstance(v, list) else v for k, v in SMALL_FEATURES.items() if k != "workers"}).columns()
     predictions = store.read_table("svm_predictions")
     assert list(predictions.columns) == ["image_key", "split", "true", "predicted"] and len(predictions) == 240
 
@@ -86,7 +92,10 @@ def test_the_registered_model_reproduces_the_predictions(materialized):
     store = Warehouse(root / "warehouse")
     features = store.read_table("emotion6_features")
     predictions = store.read_table("svm_predictions").set_index("image_key").loc[features["image_key"]]
-    assert np.array_equal(model.predict(features.drop(columns="image_key")), predictions["predicted"].to_numpy())
+    # The SVM reads the paper's GLCM and CIECAM02 columns, not the other families of the demo's table.
+    paper = features[columns_of(list(features.columns), PAPER_FAMILIES)]
+    assert paper.shape[1] == 6 * 2 * 4 + 6 * 10
+    assert np.array_equal(model.predict(paper), predictions["predicted"].to_numpy())
 
 
 def test_accuracy_table_has_svm_and_majority_on_val_and_test(materialized):
@@ -127,3 +136,46 @@ def test_feature_ridge_beats_the_floor_and_its_card_reproduces_the_predictions(m
     predicted = predict_images(list(some["image_path"]), "feature_ridge", emo_home().models)
     table = store.read_table("feature_ridge_predictions").set_index("image_key").loc[some["image_key"]]
     np.testing.assert_allclose(predicted.distributions, table[list(PROB_COLUMNS)].to_numpy(), atol=1e-6)
+    # The card computes every family of the table (they set the decoding size); the ridge reads the paper's.
+    assert tuple(card.options["families"]) == FAMILIES
+    model, _ = load_sklearn_model(emo_home().models, "feature_ridge")
+    assert list(model.feature_names_in_) == columns_of(list(model.feature_names_in_), PAPER_FAMILIES)
+    assert len(model.feature_names_in_) == 6 * 2 * 4 + 6 * 10
+
+
+def test_feature_gbm_beats_the_floor_and_its_registered_model_and_card_reproduce_the_predictions(materialized):
+    import mlflow.sklearn
+    from mlflow.tracking import MlflowClient
+
+    from emo_pipeline.core.metrics import clip_distribution
+    from emo_pipeline.storage.tracking import tracking_uri
+
+    result, root = materialized
+    by_key = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("feature_gbm")}
+    metadata = by_key["feature_gbm_model"]
+    for metric in ("kl", "chebyshev"):
+        assert metadata[f"val_{metric}"].value < metadata[f"val_train_mean_{metric}"].value, metric
+    assert metadata["features"].value == 6 * 2 * 4 + 6 * 10 + 333
+    assert all(1 <= metadata[f"iterations_{e}"].value <= 150 for e in EMOTIONS)
+    uri = tracking_uri(root / "mlflow")
+    client = MlflowClient(tracking_uri=uri)
+    (version,) = client.search_model_versions("name='feature_gbm_model'")
+    assert version.tags["dagster.asset_key"] == "feature_gbm_model" and version.tags["data_fingerprint"]
+    assert version.run_id == metadata["mlflow_run_id"].value == by_key["feature_gbm_predictions"]["mlflow_run_id"].value
+
+    store = Warehouse(root / "warehouse")
+    table = store.read_table("feature_gbm_predictions").set_index("image_key")
+    features = store.read_table("emotion6_features").set_index("image_key").loc[table.index]
+    card = load_card(emo_home().models, "feature_gbm")
+    assert card.kind == "features" and card.clip == metadata["floor"].value
+    assert tuple(card.options["families"]) == FAMILIES
+    # The registered version, with the card's floor, gives the table's distributions from the features...
+    mlflow.set_tracking_uri(uri)
+    registered = mlflow.sklearn.load_model(f"models:/feature_gbm_model/{version.version}")
+    np.testing.assert_allclose(clip_distribution(registered.predict(features), card.clip),
+                               table[list(PROB_COLUMNS)].to_numpy(), atol=1e-9)
+    # ... and `predict` computes the features of image files as the table did and gives the same.
+    some = store.read_table("emotion6_labels").head(3)
+    predicted = predict_images(list(some["image_path"]), "feature_gbm", emo_home().models)
+    np.testing.assert_allclose(predicted.distributions, table.loc[some["image_key"], list(PROB_COLUMNS)].to_numpy(),
+                               atol=1e-6)

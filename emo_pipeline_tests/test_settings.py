@@ -13,12 +13,15 @@ from emo_pipeline.core.profiles import (
     emotion_objects_mlp_config,
     esm_model_config,
     esm_resnet_config,
+    feature_config,
 )
 from emo_pipeline.core.train_loop import TrainConfig
 from emo_pipeline.defs.image_emotion.esm import ESMModelOverrides, ESMResNetOverrides
+from emo_pipeline.defs.image_emotion.features import FeatureTableConfig
 from emo_pipeline.defs.image_emotion.torch_models import EmotionModelOverrides
 from emo_pipeline.defs.shared.settings import apply_overrides, overrides_config
 from emo_pipeline.image_emotion.esm import ESMConfig
+from emo_pipeline.image_emotion.features import FAMILIES, PAPER_FAMILIES
 from emo_pipeline.image_emotion.training import EmotionModelConfig, recipe_summary
 from emo_pipeline.objects.emotion_to_objects import MLPConfig
 
@@ -143,3 +146,14 @@ def test_a_recipe_run_config_reaches_the_settings_through_dagster():
     result = dg.materialize([model], run_config={"ops": {"model": {"config": {"recipe": "paper", "epochs": 3}}}})
     assert result.success
     assert _recipe_settings(seen["settings"]) == PAPER_RECIPE and seen["settings"].training.epochs == 3
+
+
+def test_the_paper_profile_computes_the_papers_feature_families_and_the_demo_every_family():
+    assert feature_config("paper").families == PAPER_FAMILIES == ("glcm", "ciecam02")
+    assert feature_config("demo").families == FAMILIES
+    # `families` is one more setting of FeatureConfig: the launchpad lists it, a run may narrow it.
+    narrowed = apply_overrides(feature_config("demo"), FeatureTableConfig(families=["glcm", "lbp"], hog_size=32))
+    assert narrowed.families == ("glcm", "lbp") and narrowed.hog_size == 32
+    assert narrowed.glcm_size == feature_config("demo").glcm_size
+    with pytest.raises(ValueError, match="families"):
+        apply_overrides(feature_config("demo"), FeatureTableConfig(families=["colour"]))

@@ -44,7 +44,7 @@ RAW_ASSETS = {
     "emotionroi_maps", "emotionroi_split", "emotionroi_rejected",
     "vg_images", "vg_objects", "vg_relationships", "vg_attributes", "vg_rejected",
 }
-SERVER_START_TIMEOUT_S = 120  # about 20 s on an idle 2-core machine, 50 s on a loaded one
+SERVER_START_TIMEOUT_S = 240  # about 20 s on an idle 2-core machine, 50 s on a loaded one
 SERVER_STOP_GRACE_S = 20
 RUN_TIMEOUT_S = 300  # the raw group's 25 steps take about 1 minute idle, 2.5 minutes loaded
 UI_TIMEOUT_MS = 60_000

@@ -13,6 +13,8 @@ from dataclasses import replace
 
 from emo_pipeline.core.train_loop import TrainConfig
 from emo_pipeline.image_emotion.esm import ESMConfig, ESMResNetConfig
+from emo_pipeline.image_emotion.features import FAMILIES as FEATURE_FAMILIES
+from emo_pipeline.image_emotion.features import FeatureConfig
 from emo_pipeline.image_emotion.training import EmotionModelConfig
 from emo_pipeline.objects.emotion_to_objects import MLPConfig
 from emo_pipeline.objects.objects_to_emotion import FAMILIES as OBJECT_FAMILIES
@@ -26,6 +28,17 @@ def active_profile() -> str:
     if profile not in PROFILES:
         raise ValueError(f"EMO_PROFILE={profile!r}: choose one of {', '.join(PROFILES)}")
     return profile
+
+
+# --- Hand-made features (group `features`) -------------------------------------------------------------
+# The paper profile computes the paper's two families (GLCM texture, CIECAM02 colour); the demo adds this
+# project's colour and texture families (emo_pipeline.image_emotion.colour_texture) for feature_gbm.
+# The SVM and feature_ridge read only the paper's two in either profile.
+FEATURES: dict[str, FeatureConfig] = {"paper": FeatureConfig(), "demo": FeatureConfig(families=FEATURE_FAMILIES)}
+
+
+def feature_config(profile: str | None = None) -> FeatureConfig:
+    return FEATURES[profile or active_profile()]
 
 
 # The paper profile follows the paper's text (§3.1-3.2): the small CNN at 32 px with Adam 1e-3 and batch

@@ -1,4 +1,9 @@
-"""Hand-made per-image features for the SVM: GLCM texture and CIECAM02 colour histograms.
+"""Hand-made per-image features: the SVM's GLCM texture and CIECAM02 colour histograms, and more.
+
+`FeatureConfig.families` says which feature families a table holds: the paper's two, `glcm` and
+`ciecam02` (below; the SVM and the feature ridge use only these), and the colour and texture families
+of `emo_pipeline.image_emotion.colour_texture` (this project's addition, documented there). Every
+family of one image is computed from one decode, in one worker of the pool.
 
 Texture (grey-level co-occurrence matrix, scikit-image):
 
@@ -43,9 +48,22 @@ from PIL import Image
 from skimage.feature import graycomatrix, graycoprops
 
 from emo_pipeline.core.rejection import Rejection
+from emo_pipeline.image_emotion.colour_texture import (
+    COLOUR_TEXTURE_FAMILIES,
+    colour_texture_features,
+    family_columns,
+)
 
 GLCM_PROPERTIES: tuple[str, ...] = ("contrast", "dissimilarity", "homogeneity", "energy", "correlation", "ASM")
 CIECAM02_ATTRIBUTES: tuple[str, ...] = ("J", "Q", "C", "M", "s", "h")
+# The paper's feature families (what its SVM reads), then ours; tables hold them in this order.
+PAPER_FAMILIES: tuple[str, ...] = ("glcm", "ciecam02")
+FAMILIES: tuple[str, ...] = (*PAPER_FAMILIES, *COLOUR_TEXTURE_FAMILIES)
+# Each family's columns start with one of these prefixes (and no other family's do).
+FAMILY_PREFIXES: dict[str, tuple[str, ...]] = {
+    "glcm": ("glcm_",), "ciecam02": ("ciecam_",), "hsv_joint": ("hsvjoint_",), "channel_histograms": ("chist_",),
+    "colour_moments": ("moment_",), "hue_saturation": ("huesat_",), "percentiles": ("pct_",), "edges": ("edge_",),
+    "lbp": ("lbp_",), "hog": ("hog_",)}
 
 # Fixed histogram ranges per attribute. Under SRGB_VIEWING the sRGB cube reaches J 100, Q 123.7,
 # C 111.3, M 80.5, s 107.3 and h [0, 360): each upper end is that maximum rounded up, so the bins mean
@@ -77,16 +95,24 @@ SRGB_VIEWING = Viewing(white_xyz=(95.05, 100.0, 108.9),
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    """Sizes, levels and bins of the features; every field changes the columns or their values."""
+    """Families, sizes, levels and bins of the features; every field changes the columns or their values."""
 
+    families: tuple[str, ...] = PAPER_FAMILIES  # of FAMILIES; the table holds them in FAMILIES order
     glcm_size: int = 128
     glcm_levels: int = 32
     glcm_distances: tuple[int, ...] = (1, 2, 4)
     glcm_angles: tuple[int, ...] = (0, 45, 90, 135)  # degrees
     colour_size: int = 96
     colour_bins: int = 12
+    colour_texture_size: int = 128  # long side for the colour_texture families but `hog`
+    hog_size: int = 64              # side of the square grey image of `hog`
 
     def __post_init__(self) -> None:
+        unknown = [f for f in self.families if f not in FAMILIES]
+        if unknown or not self.families or len(set(self.families)) != len(self.families):
+            raise ValueError(f"families must be distinct names of {', '.join(FAMILIES)}, got {self.families}")
+        if self.colour_texture_size < 8 or self.hog_size < 8:
+            raise ValueError("colour_texture_size and hog_size must be at least 8 px")
         if not 2 <= self.glcm_levels <= 256:
             raise ValueError(f"glcm_levels must be within 2..256, got {self.glcm_levels}")
         if min(self.glcm_distances, default=0) < 1:
@@ -98,10 +124,36 @@ class FeatureConfig:
 
     def columns(self) -> list[str]:
         """The feature columns, in table order."""
-        glcm = [f"glcm_{prop}_d{d}_a{a}" for prop in GLCM_PROPERTIES
-                for d in self.glcm_distances for a in self.glcm_angles]
-        colour = [f"ciecam_{attr}_b{b:02d}" for attr in CIECAM02_ATTRIBUTES for b in range(self.colour_bins)]
-        return glcm + colour
+        out: list[str] = []
+        for family in FAMILIES:
+            if family not in self.families:
+                continue
+            if family == "glcm":
+                out += [f"glcm_{prop}_d{d}_a{a}" for prop in GLCM_PROPERTIES
+                        for d in self.glcm_distances for a in self.glcm_angles]
+            elif family == "ciecam02":
+                out += [f"ciecam_{attr}_b{b:02d}" for attr in CIECAM02_ATTRIBUTES for b in range(self.colour_bins)]
+            else:
+                out += family_columns(family)
+        return out
+
+    @property
+    def colour_texture_families(self) -> tuple[str, ...]:
+        """The chosen families that `colour_texture` computes, in table order."""
+        return tuple(f for f in COLOUR_TEXTURE_FAMILIES if f in self.families)
+
+    def decode_size(self) -> int:
+        """The long side an image is decoded at: the largest size a chosen family reads."""
+        sizes = [self.glcm_size if "glcm" in self.families else 0,
+                 self.colour_size if "ciecam02" in self.families else 0,
+                 self.colour_texture_size if self.colour_texture_families else 0]
+        return max(sizes)
+
+
+def columns_of(columns: list[str], families: tuple[str, ...]) -> list[str]:
+    """The columns among `columns` that belong to `families`, in their order (e.g. the paper's of a table)."""
+    prefixes = tuple(p for family in families for p in FAMILY_PREFIXES[family])
+    return [c for c in columns if c.startswith(prefixes)]
 
 
 @dataclass
@@ -197,12 +249,20 @@ def ciecam02_features(rgb: np.ndarray, config: FeatureConfig, viewing: Viewing =
 
 def image_features(path: str | os.PathLike, config: FeatureConfig = FeatureConfig()) -> dict[str, float]:
     """Every feature of one image, keyed by column name (`FeatureConfig.columns()` order)."""
-    # One decode serves both sizes; the smaller one is resized from the larger.
-    big = load_rgb(path, max(config.glcm_size, config.colour_size))
-    texture = big if max(big.size) == config.glcm_size else _resized(big, config.glcm_size)
-    colour_image = big if max(big.size) == config.colour_size else _resized(big, config.colour_size)
-    features = glcm_features(np.asarray(texture.convert("L")), config)
-    features.update(ciecam02_features(np.asarray(colour_image), config))
+    # One decode serves every size; the smaller ones are resized from the larger.
+    big = load_rgb(path, config.decode_size())
+
+    def at(size: int) -> Image.Image:
+        return big if max(big.size) == size else _resized(big, size)
+
+    features: dict[str, float] = {}
+    if "glcm" in config.families:
+        features.update(glcm_features(np.asarray(at(config.glcm_size).convert("L")), config))
+    if "ciecam02" in config.families:
+        features.update(ciecam02_features(np.asarray(at(config.colour_size)), config))
+    if config.colour_texture_families:
+        features.update(colour_texture_features(np.asarray(at(config.colour_texture_size)),
+                                                config.colour_texture_families, config.hog_size))
     return features
 
 

@@ -98,8 +98,10 @@ def _feature_outputs(card: ModelCard, models_dir: Path, paths: list[str], option
                           progress=progress).features.set_index("image_key")
     readable = np.array([k in table.index for k in keys])
     outputs = np.full((len(paths), len(EMOTIONS)), np.nan)
+    # A model may read some of the families the card computes (the feature ridge: the paper's two).
+    columns = list(getattr(estimator, "feature_names_in_", config.columns()))
     if readable.any():
-        outputs[readable] = estimator.predict(table.loc[[k for k in keys if k in table.index], config.columns()])
+        outputs[readable] = estimator.predict(table.loc[[k for k in keys if k in table.index], columns])
     return outputs, readable
 
 

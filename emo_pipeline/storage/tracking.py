@@ -71,6 +71,19 @@ def sklearn_requirements() -> list[str]:
     return [f"{package}=={version(package)}" for package in ("scikit-learn", "skops", "numpy", "scipy")]
 
 
+def trusted_sklearn_types(model: object) -> list[str] | None:
+    """The types skops does not trust by default that `model` is made of, when all are scikit-learn's,
+    numpy's or scipy's (the model store's rule for loading, `model_store.load_sklearn_model`): e.g. the
+    tree nodes of a HistGradientBoostingRegressor. MLflow records them beside the model to load it."""
+    import skops.io
+
+    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    unexpected = [t for t in untrusted if not t.startswith(("sklearn.", "numpy.", "scipy."))]
+    if unexpected:
+        raise ValueError(f"refusing to log a model made of unexpected types {unexpected[:5]}")
+    return untrusted or None
+
+
 def log_sklearn_model(model: object, name: str, input_example: object, registered_model_name: str | None = None,
                       version_tags: Mapping[str, str] | None = None):
     """Log a fitted scikit-learn model to the active run (skops format: loading it runs no pickle);
@@ -79,7 +92,8 @@ def log_sklearn_model(model: object, name: str, input_example: object, registere
 
     info = mlflow.sklearn.log_model(
         model, name=name, input_example=input_example, registered_model_name=registered_model_name,
-        serialization_format="skops", pip_requirements=sklearn_requirements())
+        serialization_format="skops", pip_requirements=sklearn_requirements(),
+        skops_trusted_types=trusted_sklearn_types(model))
     if registered_model_name:
         tag_model_version(registered_model_name, info.registered_model_version, version_tags)
     return info

@@ -1,7 +1,9 @@
-"""Group `features`: hand-made per-image features (GLCM texture, CIECAM02 colour histograms) of Emotion6.
+"""Group `features`: hand-made per-image features of Emotion6: the paper's GLCM texture and CIECAM02 colour
+histograms, and (profile `demo`) this project's colour and texture families.
 
 The asset calls `emo_pipeline.image_emotion.features.feature_table` and writes one Parquet row per image; its
-blocking checks stop the image models from training on a table with missing images or NaN values.
+blocking checks stop the image models from training on a table with missing images or NaN values. Which
+families the table holds is `families` (the profile's `FeatureConfig`, `emo_pipeline.core.profiles`).
 """
 
 import dataclasses
@@ -11,13 +13,16 @@ import dagster as dg
 import numpy as np
 
 from emo_pipeline.core.plots import mean_histograms_png
+from emo_pipeline.core.profiles import feature_config
 from emo_pipeline.core.rejection import rejections_frame
 from emo_pipeline.defs.shared.metadata import png_metadata, rejected_metadata
 from emo_pipeline.defs.shared.resources import WarehouseResource
 from emo_pipeline.defs.shared.settings import apply_overrides, overrides_config
+from emo_pipeline.image_emotion.colour_texture import COLOUR_TEXTURE_FAMILIES, histogram_blocks
 from emo_pipeline.image_emotion.features import (
     CIECAM02_ATTRIBUTES,
     CIECAM02_RANGES,
+    FAMILIES,
     SRGB_VIEWING,
     FeatureConfig,
     bin_edges,
@@ -36,9 +41,9 @@ class FeatureTableConfig(overrides_config(FeatureConfig, "FeatureSettings")):
 @dg.asset(group_name=GROUP, deps=["emotion6_labels"], kinds={"parquet"})
 def emotion6_features(context: dg.AssetExecutionContext, config: FeatureTableConfig,
                       warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """GLCM texture (6 properties x distances x angles) and normalised CIECAM02 J/Q/C/M/s/h histograms,
-    one row per Emotion6 image."""
-    features_config = apply_overrides(FeatureConfig(), config)
+    """GLCM texture (6 properties x distances x angles) and normalised CIECAM02 J/Q/C/M/s/h histograms, plus
+    the colour and texture families the profile adds, one row per Emotion6 image."""
+    features_config = apply_overrides(feature_config(), config)
     store = warehouse.get()
     labels = store.read_table("emotion6_labels", columns=["image_key", "image_path", "dominant_emotion"])
     logged = [0]
@@ -61,12 +66,17 @@ def emotion6_features(context: dg.AssetExecutionContext, config: FeatureTableCon
     profile = table.merge(labels[["image_key", "dominant_emotion"]], on="image_key")
     blocks = {f"CIECAM02 {attr} ({CIECAM02_RANGES[attr][0]:g}-{CIECAM02_RANGES[attr][1]:g})":
               (histogram_columns(features_config, attr), bin_edges(features_config, attr)) for attr in ("J", "h")}
-    shown = ["image_key", *[c for c in table.columns if c.endswith("_d1_a0")], "ciecam_J_b00", "ciecam_h_b00"]
+    shown = ["image_key", *[c for c in table.columns if c.endswith("_d1_a0")], "ciecam_J_b00", "ciecam_h_b00",
+             "moment_L_mean", "edge_canny_density"]
     preview = table[[c for c in shown if c in table.columns]].head(8)
+    colour_plot = ({"colour_by_emotion": png_metadata(
+        mean_histograms_png(profile, "dominant_emotion", blocks, "mean CIECAM02 histograms by dominant emotion"),
+        "CIECAM02 histograms by emotion")} if "ciecam02" in features_config.families else {})
     return dg.MaterializeResult(metadata={
         "dagster/row_count": len(table),
         "column_count": table.shape[1],
         "feature_count": table.shape[1] - 1,
+        "families": ", ".join(f for f in FAMILIES if f in features_config.families),
         "path": dg.MetadataValue.path(str(path)),
         "seconds": round(seconds, 2),
         "config": dg.MetadataValue.json({**dataclasses.asdict(features_config), "workers": config.workers, "viewing": {
@@ -74,9 +84,7 @@ def emotion6_features(context: dg.AssetExecutionContext, config: FeatureTableCon
             "Y_b": SRGB_VIEWING.background_luminance, "surround": SRGB_VIEWING.surround}}),
         "preview": dg.MetadataValue.md(preview.to_markdown(index=False) if len(preview) else "(empty)"),
         **rejected_metadata(rejected),
-        "colour_by_emotion": png_metadata(
-            mean_histograms_png(profile, "dominant_emotion", blocks, "mean CIECAM02 histograms by dominant emotion"),
-            "CIECAM02 histograms by emotion"),
+        **colour_plot,
     })
 
 
@@ -112,19 +120,24 @@ def features_finite(warehouse: WarehouseResource) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset=FEATURES_TABLE, name="histograms_sum_to_one", blocking=True,
-                description="each image's CIECAM02 histograms (J, Q, C, M, s, h) are non-negative and sum to 1 "
-                            "within 1e-9")
+                description="each image's histograms (CIECAM02 J, Q, C, M, s, h and those of the colour and "
+                            "texture families the table holds) are non-negative and sum to 1 within 1e-9")
 def features_histograms(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     table = warehouse.get().read_table(FEATURES_TABLE)
+    # The table's own columns say which families it holds (a family's columns are all there or none).
+    blocks = {f"ciecam_{attr}": [c for c in table.columns if c.startswith(f"ciecam_{attr}_b")]
+              for attr in CIECAM02_ATTRIBUTES}
+    blocks.update(histogram_blocks(COLOUR_TEXTURE_FAMILIES))
+    blocks = {name: columns for name, columns in blocks.items() if columns and set(columns) <= set(table.columns)}
     errors = {}
-    for attr in CIECAM02_ATTRIBUTES:
-        block = table[[c for c in table.columns if c.startswith(f"ciecam_{attr}_b")]].to_numpy(dtype=float)
-        errors[attr] = float(np.abs(block.sum(axis=1) - 1).max()) if block.size else float("inf")
+    for name, columns in blocks.items():
+        block = table[columns].to_numpy(dtype=float)
+        errors[name] = float(np.abs(block.sum(axis=1) - 1).max()) if block.size else float("inf")
         if (block < 0).any():
-            errors[attr] = float("inf")
-    worst = max(errors.values()) if errors else float("inf")
+            errors[name] = float("inf")
+    worst = max(errors.values(), default=0.0)  # a table of GLCM features alone has no histogram
     return _result(worst <= 1e-9,
-                   "max |sum - 1| per attribute: " + ", ".join(f"{a} {e:.1e}" for a, e in errors.items()),
+                   "max |sum - 1| per histogram: " + ", ".join(f"{a} {e:.1e}" for a, e in errors.items()),
                    max_sum_error=worst)
 
 

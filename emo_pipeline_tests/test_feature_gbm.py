@@ -1,0 +1,119 @@
+"""The gradient-boosted feature model: beats the train mean on validation, keeps for each emotion the
+iterations of its lowest validation error, never looks at the test split, and saves for `predict`."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
+from emo_pipeline.core.splits import stratified_split
+from emo_pipeline.image_emotion.feature_gbm import FeatureGBMConfig, fit_feature_gbm, predict_distribution
+from emo_pipeline.storage.model_store import ModelCard, load_sklearn_model, save_sklearn_model
+
+SMALL = FeatureGBMConfig(max_iter=120, min_samples_leaf=10, max_features=0.5)
+
+
+def _feature_world(n: int = 360, features: int = 10, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Features and distributions that depend on them through thresholds and an interaction (what trees find)."""
+    rng = np.random.default_rng(seed)
+    values = rng.uniform(0, 1, (n, features))
+    logits = np.zeros((n, 7))
+    logits[:, 0] = 2.5 * (values[:, 0] > 0.6)
+    logits[:, 3] = 2.0 * ((values[:, 1] > 0.5) & (values[:, 2] < 0.5))
+    logits[:, 4] = 3.0 * values[:, 3] ** 2
+    logits[:, 6] = 1.5 * (values[:, 4] < 0.3)
+    logits += rng.normal(0, 0.3, logits.shape)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    keys = [f"k{i:03d}" for i in range(n)]
+    table = pd.DataFrame(values, columns=[f"f{j}" for j in range(features)])
+    table.insert(0, "image_key", keys)
+    labels = pd.DataFrame(probs, columns=list(PROB_COLUMNS))
+    labels.insert(0, "image_key", keys)
+    dominant = [EMOTIONS[i] for i in probs.argmax(axis=1)]
+    return table, labels, stratified_split(keys, dominant, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def world() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    return _feature_world()
+
+
+@pytest.fixture(scope="module")
+def fitted(world):
+    return fit_feature_gbm(*world, SMALL)
+
+
+def test_gbm_beats_the_train_mean_on_validation_and_predicts_distributions(world, fitted):
+    table, _, split = world
+    val, floor = fitted.scores["val"], fitted.scores["val_train_mean"]
+    assert val["kl"] < 0.8 * floor["kl"] and val["chebyshev"] < 0.9 * floor["chebyshev"]
+    predictions = fitted.predictions
+    assert list(predictions.columns) == ["image_key", "split", *PROB_COLUMNS] and len(predictions) == len(table)
+    assert predictions.groupby("split").size().to_dict() == split["split"].value_counts().to_dict()
+    values = predictions[list(PROB_COLUMNS)].to_numpy()
+    np.testing.assert_allclose(values.sum(axis=1), 1.0, atol=1e-9)
+    assert (values >= 0).all() and (fitted.clip == 0 or (values > 0).all())
+
+
+def test_each_emotion_keeps_the_iterations_of_its_lowest_validation_error(world, fitted):
+    table, labels, split = world
+    val_keys = split.loc[split["split"] == "val", "image_key"]
+    X = table.set_index("image_key").loc[val_keys]
+    Y = labels.set_index("image_key").loc[val_keys, list(PROB_COLUMNS)].to_numpy()
+    assert fitted.val_curves.shape == (SMALL.max_iter, 7)
+    for j, emotion in enumerate(EMOTIONS):
+        kept = fitted.iterations[emotion]
+        assert kept == int(np.argmin(fitted.val_curves[:, j])) + 1
+        booster = fitted.model.estimators_[j]
+        assert booster.n_iter_ == kept
+        # The served booster is the prefix of the long fit that was scored: same validation error.
+        assert np.mean((booster.predict(X) - Y[:, j]) ** 2) == pytest.approx(fitted.val_curves[kept - 1, j], rel=1e-12)
+    row = fitted.selection.set_index("emotion").loc["anger"]
+    assert row["val_mse"] <= row["val_mse_at_max_iter"] and row["val_mse"] < row["val_mse_train_mean"]
+
+
+def test_the_test_labels_change_no_fitted_model(world, fitted):
+    table, labels, split = world
+    test_keys = set(split.loc[split["split"] == "test", "image_key"])
+    is_test = labels["image_key"].isin(test_keys).to_numpy()
+    shuffled = labels.copy()
+    rng = np.random.default_rng(7)
+    noise = rng.dirichlet(np.ones(7), size=int(is_test.sum()))
+    shuffled.loc[is_test, list(PROB_COLUMNS)] = noise
+    again = fit_feature_gbm(table, shuffled, split, SMALL)
+    assert again.iterations == fitted.iterations and again.clip == fitted.clip
+    pd.testing.assert_frame_equal(again.predictions, fitted.predictions)
+    np.testing.assert_array_equal(again.model.predict(table[fitted.feature_columns]),
+                                  fitted.model.predict(table[fitted.feature_columns]))
+    assert again.scores["val"] == fitted.scores["val"] and again.scores["test"] != fitted.scores["test"]
+
+    # The comparison can fail: the same change to the training labels gives another model.
+    train_keys = set(split.loc[split["split"] == "train", "image_key"])
+    is_train = labels["image_key"].isin(train_keys).to_numpy()
+    changed = labels.copy()
+    changed.loc[is_train, list(PROB_COLUMNS)] = rng.dirichlet(np.ones(7), size=int(is_train.sum()))
+    other = fit_feature_gbm(table, changed, split, SMALL)
+    assert not np.allclose(other.predictions[list(PROB_COLUMNS)], fitted.predictions[list(PROB_COLUMNS)])
+
+
+def test_the_saved_model_and_floor_reproduce_the_predictions(world, fitted, tmp_path: Path):
+    table, _, _ = world
+    card = ModelCard(name="feature_gbm", kind="features", architecture="hist_gradient_boosting", size=0,
+                     clip=fitted.clip)
+    save_sklearn_model(tmp_path, card, fitted.model)
+    loaded, loaded_card = load_sklearn_model(tmp_path, "feature_gbm")
+    ordered = table.set_index("image_key").loc[fitted.predictions["image_key"]]
+    again = predict_distribution(loaded, ordered[fitted.feature_columns], loaded_card.clip)
+    np.testing.assert_allclose(again, fitted.predictions[list(PROB_COLUMNS)].to_numpy(), atol=1e-12)
+
+
+def test_bad_settings_and_splits_are_refused(world):
+    table, labels, split = world
+    with pytest.raises(ValueError, match="max_features"):
+        FeatureGBMConfig(max_features=0.0)
+    with pytest.raises(ValueError, match="clip_grid"):
+        FeatureGBMConfig(clip_grid=(0.2,))
+    with pytest.raises(ValueError, match="val split"):
+        fit_feature_gbm(table, labels, split.assign(split="train"), SMALL)
