@@ -1,5 +1,6 @@
 """The `emo-pipeline` command: inspect data sets, write the synthetic world, run the demo's graph, query the
-warehouse, predict, rank the objects an emotion calls for, compose a scene for it, fetch ImageNet weights."""
+warehouse, predict, rank the objects an emotion calls for, compose a scene for it, fetch ImageNet weights,
+evaluate the distribution models on several split seeds."""
 
 from __future__ import annotations
 
@@ -327,6 +328,55 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Fit the chosen models on each split seed of an Emotion6 folder; a line per fit, then the mean and
+    standard deviation of every test metric per model beside the train mean, written to two CSV files."""
+    import time
+
+    from emo_pipeline.core.atomic import write_text_atomic
+    from emo_pipeline.core.home import emo_home
+    from emo_pipeline.core.profiles import EMOTION_MODELS, active_profile, feature_config
+    from emo_pipeline.image_emotion.features import feature_table
+    from emo_pipeline.image_emotion.multi_split import FEATURE_MODELS, check_models, evaluate_splits, summary_text
+    from emo_pipeline.sources.emotion6 import read_emotion6
+
+    began = time.perf_counter()
+    profile = args.profile or active_profile()
+    if profile not in EMOTION_MODELS:
+        raise UserError(f"unknown profile {profile!r}: choose {' or '.join(EMOTION_MODELS)}")
+    torch_models = EMOTION_MODELS[profile]
+    with refusing(ValueError):
+        models = check_models(args.models, torch_models)
+    if not args.emotion6:
+        raise UserError("name an Emotion6 folder: --emotion6 DIR or EMO_EMOTION6_DIR")
+    root = Path(os.path.abspath(os.path.expanduser(args.emotion6)))
+    with refusing(NotADatasetError, context="not an Emotion6 folder: "):
+        data = read_emotion6(root)
+    labels = data.labels
+    print(f"Emotion6 at {root}: {len(labels)} images ({len(data.rejected)} rejected records); profile {profile}; "
+          f"split seeds {' '.join(map(str, args.splits))}; models {', '.join(models)}", flush=True)
+    features = None
+    if any(m in FEATURE_MODELS for m in models):
+        config = feature_config(profile)
+        step = time.perf_counter()
+        table = feature_table(zip(labels["image_key"], labels["image_path"]), config, workers=args.workers)
+        features = table.features
+        print(f"features: {len(features)} images x {features.shape[1] - 1} columns ({', '.join(config.families)}) "
+              f"in {time.perf_counter() - step:.0f} s", flush=True)
+    result = evaluate_splits(labels, args.splits, models, features=features, torch_models=torch_models,
+                             log=lambda line: print(line, flush=True))
+    print(f"\ntest split, mean +- standard deviation over split seeds {' '.join(map(str, args.splits))}:")
+    print(summary_text(result.summary))
+    for seed, members in result.members.items():
+        print(f"ensemble of seed {seed}: {members}")
+    stem = f"splits_{'_'.join(map(str, args.splits))}"
+    out = Path(args.out).expanduser() if args.out else emo_home().evaluation / stem
+    per_split = write_text_atomic(result.per_split.to_csv(index=False), out.with_name(out.name + "_per_split.csv"))
+    summary = write_text_atomic(result.summary.to_csv(index=False), out.with_name(out.name + "_summary.csv"))
+    print(f"\nwrote {per_split} and {summary} in {time.perf_counter() - began:.0f} s")
+    return 0
+
+
 def add_warehouse_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warehouse", help="folder of the catalog (default: $EMO_HOME/warehouse)")
     parser.add_argument("--tables", help="folder or fsspec URL of the Parquet tables, e.g. s3://bucket/emo/tables "
@@ -410,6 +460,22 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("archs", nargs="+", metavar="ARCH",
                        help="alexnet, vgg16, vgg19_bn, resnet18, resnet101, or all")
     weights.set_defaults(run=cmd_weights)
+
+    from emo_pipeline.image_emotion.multi_split import DEFAULT_MODELS  # light: the fits import what they need
+
+    evaluate = commands.add_parser(
+        "evaluate", help="fit the distribution models on several split seeds; mean and spread of each test metric")
+    evaluate.add_argument("--emotion6", default=os.environ.get("EMO_EMOTION6_DIR"),
+                          help="the Emotion6 folder (default: $EMO_EMOTION6_DIR)")
+    evaluate.add_argument("--splits", type=int, nargs="+", default=[0, 1, 2], metavar="SEED",
+                          help="split seeds (default: 0 1 2)")
+    evaluate.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="MODEL",
+                          help=f"feature_ridge, feature_gbm, a torch model of the profile, ensemble "
+                               f"(default: {' '.join(DEFAULT_MODELS)})")
+    evaluate.add_argument("--profile", help="settings of the models: paper or demo (default: $EMO_PROFILE)")
+    evaluate.add_argument("--workers", type=int, help="feature processes (default: every core)")
+    evaluate.add_argument("--out", help="stem of the two CSV files (default: $EMO_HOME/evaluation/splits_<seeds>)")
+    evaluate.set_defaults(run=cmd_evaluate)
     return parser
 
 

@@ -60,7 +60,7 @@ def test_weekly_schedule_runs_the_graph_and_is_off_by_default():
 
 def test_conditions_are_on_everything_with_an_upstream():
     without = {k.to_user_string() for k in GRAPH.get_all_asset_keys() if GRAPH.get(k).automation_condition is None}
-    assert without == EMOTION6_RAW | EMOTIONROI_RAW | VG_RAW
+    assert without == EMOTION6_RAW | EMOTIONROI_RAW | VG_RAW | set(automation.BY_HAND)
     assert GRAPH.get(dg.AssetKey("emotion6_split")).automation_condition == automation.FOLLOW_UPSTREAM
     shards = GRAPH.get(dg.AssetKey(VG_PREDICTIONS))
     assert shards.automation_condition == automation.FOLLOW_UPSTREAM
@@ -72,7 +72,7 @@ def test_jobs_select_what_their_names_say():
                                                                          "dataset_b_job"))
     assert shards == {VG_PREDICTIONS}
     assert len(SHARDS) == 16 and defs.resolve_job_def("vg_predictions_job").partitions_def == VG_SHARDS
-    assert unsharded | shards | after_shards == ALL
+    assert unsharded | shards | after_shards == ALL - set(automation.BY_HAND)
     assert not unsharded & shards and not unsharded & after_shards and not shards & after_shards
 
     assert _job_assets("raw_job") == EMOTION6_RAW | EMOTIONROI_RAW | VG_RAW | {"emotion6_split"}
@@ -82,9 +82,13 @@ def test_jobs_select_what_their_names_say():
                                            "dataset_b_relationships"}
     evaluation_group = {k.to_user_string() for k in GRAPH.get_all_asset_keys()
                         if GRAPH.get(k).group_name == "evaluation"}
-    assert evaluation_group == {"dominant_emotion_accuracy", "emotion_distribution_metrics", "paper_comparison"}
-    assert _job_assets("evaluation_job") == evaluation_group | {"object_emotion_metrics", "emotion_object_metrics",
-                                                                 "scene_fidelity"}
+    assert evaluation_group == {"dominant_emotion_accuracy", "emotion_distribution_metrics", "paper_comparison",
+                                "multi_split_evaluation"}
+    # The multi-split evaluation refits every model several times: by hand only, never automated.
+    assert _job_assets("evaluation_job") == evaluation_group - {"multi_split_evaluation"} | {
+        "object_emotion_metrics", "emotion_object_metrics", "scene_fidelity"}
+    for job in ("unsharded_job", "demo_job"):
+        assert "multi_split_evaluation" not in _job_assets(job)
     for job in automation.JOBS:
         assert defs.resolve_job_def(job.name).description
 
@@ -266,15 +270,16 @@ def test_weekly_run_of_unsharded_job_is_followed_by_the_rest_of_the_graph(weekly
     # The automation sensor submits a request with more than one partition, together with the requested
     # assets connected to it, as one backfill: the shards run as one run, the rest after them.
     assert after_weekly_run == {VG_PREDICTIONS: len(SHARDS), **dict.fromkeys(_job_assets("dataset_b_job"), 1)}
-    assert _job_assets("unsharded_job") | set(after_weekly_run) == ALL
+    assert _job_assets("unsharded_job") | set(after_weekly_run) == ALL - set(automation.BY_HAND)
     assert after_backfill == {}
 
 
 def test_a_new_emotion6_ground_truth_retrains_what_depends_on_it_and_nothing_else(weekly):
     auto, _ = weekly
     labels = dg.AssetKey("emotion6_labels")
-    downstream = _names(dg.AssetSelection.assets(labels).downstream().resolve(auto.graph)) - {"emotion6_labels"}
-    unrelated = ALL - downstream - EMOTION6_RAW
+    downstream = (_names(dg.AssetSelection.assets(labels).downstream().resolve(auto.graph))
+                  - {"emotion6_labels", *automation.BY_HAND})  # the by-hand assets are never requested
+    unrelated = ALL - downstream - EMOTION6_RAW - set(automation.BY_HAND)
     assert {"emotion6_split", "emotion6_features", "alexnet_model", "resnet18_model", "svm_predictions",
             "feature_ridge_model", "feature_gbm_model", "feature_gbm_predictions", "ensemble_model",
             "esm_resnet_model", "emotion_distribution_metrics", "dataset_a", "emotion6_detections",
@@ -297,7 +302,7 @@ def test_a_new_emotion6_ground_truth_retrains_what_depends_on_it_and_nothing_els
     # are rebuilt, and what is built on them for the tick after the shards.
     auto.run(EMOTION6_RAW)
     first = auto.evaluate()
-    assert set(first) == _reachable(auto.graph, labels, avoiding=dg.AssetKey(VG_PREDICTIONS))
+    assert set(first) == _reachable(auto.graph, labels, avoiding=dg.AssetKey(VG_PREDICTIONS)) - set(automation.BY_HAND)
     auto.run(set(first))
     second = auto.evaluate()
     assert second == {VG_PREDICTIONS: len(SHARDS)}

@@ -39,7 +39,8 @@ def test_all_definitions_load():
     unsharded, after_shards = (
         {key.to_user_string() for key in defs.resolve_job_def(job).asset_layer.selected_asset_keys}
         for job in ("unsharded_job", "dataset_b_job"))
-    assert keys - unsharded == after_shards | {"vg_emotion_predictions"} and not unsharded & after_shards
+    by_hand = {"multi_split_evaluation"}  # refits the models on several splits: materialized by hand only
+    assert keys - unsharded == after_shards | {"vg_emotion_predictions"} | by_hand and not unsharded & after_shards
     assert {"dataset_b", "dataset_b_objects", "dataset_b_relationships", "objects_emotion_fc_b",
             "emotion_objects_mlp_b", "emotion_object_scores", "emotion_object_metrics"} <= after_shards
     assert {"objects_emotion_fc_a", "emotion_objects_mlp_a"} <= unsharded
@@ -49,7 +50,7 @@ def test_all_definitions_load():
                    for job in ("demo_job", "paper_models_job"))
     assert paper == {f"{m}_{part}" for m in ("alexnet", "alexnet_classifier", "vgg19_bn", "resnet101")
                      for part in ("model", "predictions")}
-    assert demo == keys - paper
+    assert demo == keys - paper - by_hand
     assert {"ensemble_model", "emotion_distribution_metrics", "dominant_emotion_accuracy", "feature_ridge_model",
             "feature_gbm_model", "feature_gbm_predictions"} <= demo
     # The gradient-boosted feature model is a candidate of the ensemble and scored by the evaluation table.

@@ -213,3 +213,29 @@ def test_feature_ridge_linear_kernel_and_bad_config() -> None:
         FeatureRidgeConfig(kernel="poly")
     with pytest.raises(ValueError, match="validation|val split"):
         fit_feature_ridge(table, labels, split.assign(split="train"))
+
+
+def _relabel_test(labels: pd.DataFrame, split: pd.DataFrame) -> pd.DataFrame:
+    """The same labels with every test image's distribution replaced by a random one."""
+    test = labels["image_key"].isin(split.loc[split["split"] == "test", "image_key"])
+    changed = labels.copy()
+    changed.loc[test, list(PROB_COLUMNS)] = np.random.default_rng(3).dirichlet(np.ones(7), size=int(test.sum()))
+    return changed
+
+
+def test_no_test_label_takes_part_in_the_ridge_or_the_cnn(image_world, tmp_path: Path) -> None:
+    """Every choice (weights, epochs, alpha, gamma, floor) is made on train and validation: new test labels
+    give the same predictions for every image."""
+    table, labels, split = _feature_world()
+    config = FeatureRidgeConfig(alpha_grid=(0.3, 3.0), gamma_factors=(0.3, 1.0))
+    ridge = [fit_feature_ridge(table, frame, split, config) for frame in (labels, _relabel_test(labels, split))]
+    pd.testing.assert_frame_equal(ridge[0].predictions, ridge[1].predictions)
+    assert ridge[0].best == ridge[1].best and ridge[0].scores["test"] != ridge[1].scores["test"]
+
+    labels, split = image_world
+    config = EmotionModelConfig("small_cnn", size=16, loss="mse", training=TrainConfig(epochs=2, batch_size=8, lr=1e-3),
+                                workers=1)
+    cnn = [fit_emotion_model(frame, split, config, tmp_path / name, log=_quiet)
+           for name, frame in (("as_given", labels), ("relabelled", _relabel_test(labels, split)))]
+    pd.testing.assert_frame_equal(cnn[0].predictions, cnn[1].predictions)
+    assert cnn[0].clip == cnn[1].clip

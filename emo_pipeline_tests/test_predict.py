@@ -114,6 +114,10 @@ def test_ensemble_card_averages_its_members(saved, tmp_path):
     two = predict_images(images, "other", models_dir).distributions
     both = predict_images(images, "ensemble", models_dir).distributions
     np.testing.assert_allclose(both, metrics.clip_distribution((one + two) / 2, 0.01), atol=1e-9)
+    save_card(models_dir, ModelCard("ensemble", "ensemble", "weighted_mean", 0, clip=0.01,
+                                    members=("small_cnn", "other"), member_weights=(0.75, 0.25)))
+    weighted = predict_images(images, "ensemble", models_dir).distributions
+    np.testing.assert_allclose(weighted, metrics.clip_distribution(0.75 * one + 0.25 * two, 0.01), atol=1e-9)
     # The lowest validation KL wins the default; without scores the ensemble does.
     assert default_model(models_dir, {"other": 0.4, "small_cnn": 0.5}) == "other"
     assert default_model(models_dir) == "ensemble"
@@ -126,7 +130,7 @@ def _frame(keys, splits, distributions):
     return frame
 
 
-def test_ensemble_picks_members_on_validation_and_beats_each_of_them():
+def test_ensemble_weights_members_on_validation_and_beats_each_of_them():
     rng = np.random.default_rng(7)
     n = 300
     keys = [f"img{i}" for i in range(n)]
@@ -134,13 +138,23 @@ def test_ensemble_picks_members_on_validation_and_beats_each_of_them():
     true = rng.dirichlet(np.ones(7) * 0.7, size=n)
     labels = _frame(keys, splits, true).drop(columns="split")
     noisy = lambda scale: np.vstack([rng.dirichlet(t * scale + 0.05) for t in true])  # noqa: E731
-    good, also_good = noisy(30), noisy(30)
-    flat = np.full((n, 7), 1 / 7)
-    result = fit_ensemble(labels, {"good": _frame(keys, splits, good), "also_good": _frame(keys, splits, also_good),
-                                   "flat": _frame(keys, splits, flat)})
-    assert set(result.members) == {"good", "also_good"}  # independent errors average out; flat does not help
+    good, also_good, worse = noisy(30), noisy(30), noisy(4)
+    candidates = {"good": _frame(keys, splits, good), "also_good": _frame(keys, splits, also_good),
+                  "worse": _frame(keys, splits, worse)}
+    result = fit_ensemble(labels, candidates)
+    weights = dict(zip(result.members, result.weights))
+    assert sum(result.weights) == pytest.approx(1) and min(result.weights) >= 0
+    # independent errors average out: the two good models share most of the weight, the worse one little
+    assert weights["good"] > 0.3 and weights["also_good"] > 0.3 and weights.get("worse", 0) < 0.2
     assert result.val_kl["ensemble"] < min(result.val_kl["good"], result.val_kl["also_good"])
+    # max_members keeps the largest weights
+    assert fit_ensemble(labels, candidates, max_members=1).members in (["good"], ["also_good"])
     # the test split scores better than either member too, though it was never used to choose
     pairs = metrics.split_pairs(labels, result.predictions, ("test",))["test"]
     good_pairs = metrics.split_pairs(labels, _frame(keys, splits, good), ("test",))["test"]
     assert metrics.kl_divergence(*pairs).mean() < metrics.kl_divergence(*good_pairs).mean()
+    # and changing the test labels changes nothing the ensemble chose
+    relabelled = labels.copy()
+    relabelled.loc[splits == "test", list(PROB_COLUMNS)] = rng.dirichlet(np.ones(7), size=int((splits == "test").sum()))
+    again = fit_ensemble(relabelled, candidates)
+    assert (again.members, again.weights, again.clip) == (result.members, result.weights, result.clip)

@@ -47,3 +47,24 @@ def test_comparison_rows_give_the_difference_and_which_side_is_better():
     assert table.loc["svm_test", "ours_better"]
     assert table.loc["vgg_kl", "ours_better"] is None
     assert len(table) == len(reported)
+
+
+def test_fig14_rows_read_the_mlp_and_baseline_losses_on_the_papers_target(tmp_path: Path):
+    from emo_pipeline.defs.reproduction import PAPER_TARGET, _object_loss
+    from emo_pipeline.storage.warehouse import Warehouse
+
+    store = Warehouse(tmp_path / "warehouse")
+    rows = {row.id: row for row in read_reported().itertuples(index=False)}
+    assert _object_loss(store, rows["mlp_a_val"]) == (None, "not materialized yet (emotion_object_metrics)")
+    store.write_table("emotion_object_metrics", pd.DataFrame({
+        "dataset": ["a", "a", "a", "b"], "method": ["mlp", "mlp", "score_baseline", "mlp"],
+        "normalisation": [PAPER_TARGET, "times_area", None, "times_area"],
+        "val_loss": [0.031, 0.5, None, 0.2], "baseline_val_loss": [0.12, 0.6, None, 0.3]}))
+    store.write_table("emotion_objects_mlp_a", pd.DataFrame({
+        "normalisation": [PAPER_TARGET] * 3 + ["times_area"], "epoch": [1, 2, 3, 1],
+        "train_loss": [0.9, 0.004, 0.003, 0.0001], "val_loss": [0.05, 0.031, 0.04, 0.001]}))
+    assert _object_loss(store, rows["mlp_a_val"])[0] == pytest.approx(0.031)
+    assert _object_loss(store, rows["baseline_a_val"])[0] == pytest.approx(0.12)
+    train, note = _object_loss(store, rows["mlp_a_train"])
+    assert train == pytest.approx(0.004) and "best validation epoch (2)" in note  # not the last, nor times_area's
+    assert _object_loss(store, rows["mlp_b_val"])[0] is None  # dataset B has no MLP on the paper's target

@@ -61,6 +61,11 @@ class Home:
         return self.root / "ultralytics"
 
     @property
+    def evaluation(self) -> Path:
+        """Tables of `emo-pipeline evaluate`: the test metrics of each model on each split seed."""
+        return self.root / "evaluation"
+
+    @property
     def logs(self) -> Path:
         """One file per `emo-pipeline demo`: everything its runs logged (the terminal shows a line per step)."""
         return self.root / "logs"

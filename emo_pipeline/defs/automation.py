@@ -24,12 +24,16 @@ TRIGGER_TAG = "emo/trigger"
 # --- jobs -------------------------------------------------------------------------------------------
 
 SHARDED = dg.AssetSelection.assets("vg_emotion_predictions")
+# Refits the distribution models on several split seeds (tens of minutes): materialized by hand only,
+# in no job, and the automation sensor leaves it alone.
+BY_HAND = ("multi_split_evaluation",)
+BY_HAND_SELECTION = dg.AssetSelection.assets(*BY_HAND)
 
 raw_job = dg.define_asset_job(
     "raw_job", selection=dg.AssetSelection.groups("raw"),
     description="Read the three source data sets into the warehouse.")
 unsharded_job = dg.define_asset_job(
-    "unsharded_job", selection=dg.AssetSelection.all() - SHARDED.downstream(),
+    "unsharded_job", selection=dg.AssetSelection.all() - SHARDED.downstream() - BY_HAND_SELECTION,
     description="Every asset except the sharded Visual Genome predictions and what is built on them "
                 "(first of the three runs of the whole graph).")
 vg_predictions_job = dg.define_asset_job(
@@ -48,7 +52,7 @@ datasets_job = dg.define_asset_job(
 EVALUATION = (dg.AssetSelection.groups("evaluation")
               | dg.AssetSelection.assets("object_emotion_metrics", "emotion_object_metrics", "scene_fidelity"))
 evaluation_job = dg.define_asset_job(
-    "evaluation_job", selection=EVALUATION,
+    "evaluation_job", selection=EVALUATION - BY_HAND_SELECTION,
     description="Every score table, from the models and predictions already there: the dominant-emotion "
                 "accuracy and distribution metrics of the image models, both directions of the object "
                 "models (object_emotion_metrics, emotion_object_metrics) and the scenes' fidelity.")
@@ -65,7 +69,7 @@ paper_models_job = dg.define_asset_job(
     description="The paper's AlexNet (distribution and classifier), VGG19-BN and ResNet-101 on Emotion6, for a "
                 "GPU or a patient CPU. Afterwards `emo-pipeline demo` brings the ensemble, the evaluation tables "
                 "and what is built on them up to date.")
-DEMO = dg.AssetSelection.all() - PAPER_MODEL_ASSETS
+DEMO = dg.AssetSelection.all() - PAPER_MODEL_ASSETS - BY_HAND_SELECTION
 demo_job = dg.define_asset_job(
     "demo_job", selection=DEMO,
     description="Every stage but the paper's large image models, what `emo-pipeline demo` (`make demo`) runs: "
@@ -84,8 +88,8 @@ FOLLOW_UPSTREAM = (
 
 def follow_upstream(spec: dg.AssetSpec) -> dg.AssetSpec:
     """`FOLLOW_UPSTREAM` for an asset that has an upstream, unless it declares a condition itself. The
-    source tables (no upstream) are left to data_roots_sensor and the jobs."""
-    if not spec.deps or spec.automation_condition is not None:
+    source tables (no upstream) are left to data_roots_sensor and the jobs, `BY_HAND` to the user."""
+    if not spec.deps or spec.automation_condition is not None or spec.key.to_user_string() in BY_HAND:
         return spec
     return spec.replace_attributes(automation_condition=FOLLOW_UPSTREAM)
 

@@ -40,15 +40,19 @@ class ModelCard:
     esm_model: str | None = None    # esm_resnet: the card of the FCN that gives its maps
     esm_size: int | None = None     # esm_resnet: the side the FCN is run at
     members: tuple[str, ...] = ()   # ensemble: the cards it averages
+    member_weights: tuple[float, ...] = ()  # ensemble: each member's weight, in `members` order (empty: equal)
     profile: str = ""
     weights_source: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"model card {self.name!r}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        if self.member_weights and len(self.member_weights) != len(self.members):
+            raise ValueError(f"model card {self.name!r}: {len(self.member_weights)} member weights for "
+                             f"{len(self.members)} members")
 
     def to_json(self) -> dict:
-        return {**asdict(self), "members": list(self.members)}
+        return {**asdict(self), "members": list(self.members), "member_weights": list(self.member_weights)}
 
 
 class ModelNotFound(FileNotFoundError):
@@ -74,6 +78,7 @@ def load_card(models_dir: Path, name: str) -> ModelCard:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         raw["members"] = tuple(raw.get("members", ()))
+        raw["member_weights"] = tuple(raw.get("member_weights", ()))
         return ModelCard(**raw)
     except (json.JSONDecodeError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: not a valid model card: {exc}") from exc

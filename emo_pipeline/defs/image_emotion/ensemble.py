@@ -1,9 +1,9 @@
-"""Group `image_models`: the ensemble, an equal-weight average of the distribution models chosen on validation.
+"""Group `image_models`: the ensemble, a weighted average of the distribution models, weights fitted on validation.
 
 It reads whichever candidates' predictions are materialized (a laptop may skip VGG19-BN), picks its
-members on validation (see `emo_pipeline.image_emotion.ensemble`), writes `ensemble_predictions` in the same
+members' weights on validation (see `emo_pipeline.image_emotion.ensemble`), writes `ensemble_predictions` in the same
 columns as every other model, and a model card so that `emo-pipeline predict --model ensemble` runs
-the same average on new images.
+the same weighted average on new images.
 """
 
 import dagster as dg
@@ -31,7 +31,8 @@ class EnsembleConfig(dg.Config):
     specs=[
         dg.AssetSpec(f"{ENSEMBLE}_model", group_name=GROUP, kinds={"python"},
                      deps=[f"{name}_predictions" for name in CANDIDATES] + ["emotion6_labels"],
-                     description="Members and floor of the average of the distribution models, chosen on validation."),
+                     description="Members, weights and floor of the weighted average of the distribution models, "
+                                 "fitted on validation."),
         dg.AssetSpec(f"{ENSEMBLE}_predictions", group_name=GROUP, kinds={"parquet"}, deps=[f"{ENSEMBLE}_model"],
                      description="The ensemble's predicted 7-way distribution for every Emotion6 image."),
     ],
@@ -50,22 +51,25 @@ def ensemble(context: dg.AssetExecutionContext, config: EnsembleConfig, warehous
     labels = store.read_table("emotion6_labels")
     result = fit_ensemble(labels, {name: store.read_table(f"{name}_predictions") for name in available},
                           max_members=config.max_members)
-    context.log.info(f"ensemble of {', '.join(result.members)} (floor {result.clip:g}); validation KL: "
+    described = ", ".join(f"{m} {w:.2f}" for m, w in zip(result.members, result.weights))
+    context.log.info(f"ensemble of {described} (floor {result.clip:g}); validation KL: "
                      + ", ".join(f"{name} {kl:.4f}" for name, kl in result.val_kl.items()))
     scores = split_metrics(result.predictions, labels)
 
-    card = ModelCard(name=ENSEMBLE, kind="ensemble", architecture="mean", size=0, clip=result.clip,
-                     members=tuple(result.members), profile=models.active_profile())
+    card = ModelCard(name=ENSEMBLE, kind="ensemble", architecture="weighted_mean", size=0, clip=result.clip,
+                     members=tuple(result.members), member_weights=tuple(result.weights),
+                     profile=models.active_profile())
     card_path = save_card(models.directory(), card)
     predictions_path = store.write_table(f"{ENSEMBLE}_predictions", result.predictions)
     with mlflow.start_run(context, run_name=ENSEMBLE) as run:
         mlflow_api.log_params({"members": ",".join(result.members), "candidates": ",".join(available),
+                               "weights": ",".join(f"{w:.4f}" for w in result.weights),
                                "clip": result.clip, "max_members": config.max_members})
         mlflow_api.log_metrics({f"{split}_{k}": v for split, values in scores.items() for k, v in values.items()})
         mlflow_api.log_dict(card.to_json(), "model_card.json")
 
     yield dg.MaterializeResult(asset_key=f"{ENSEMBLE}_model", metadata={
-        "members": ", ".join(result.members),
+        "members": described,
         "candidates": ", ".join(available),
         "floor": result.clip,
         "card": dg.MetadataValue.path(str(card_path)),

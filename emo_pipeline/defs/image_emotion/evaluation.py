@@ -3,6 +3,10 @@
 `dominant_emotion_accuracy` scores every dominant-emotion model on validation and test beside the
 majority-class baseline. A new model joins it by adding its predictions table to
 `DOMINANT_EMOTION_PREDICTIONS`.
+
+`multi_split_evaluation` fits the chosen distribution models again on several split seeds (see
+`emo_pipeline.image_emotion.multi_split`): minutes to tens of minutes, so no job or sensor runs it; a
+user materializes it from the UI (or runs `emo-pipeline evaluate` on a folder).
 """
 
 import dagster as dg
@@ -12,11 +16,14 @@ import pandas as pd
 from emo_pipeline.core import metrics
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
 from emo_pipeline.core.plots import metrics_bars_png
-from emo_pipeline.core.profiles import CLASSIFIERS
+from emo_pipeline.core.profiles import CLASSIFIERS, EMOTION_MODELS
 from emo_pipeline.defs.image_emotion.ensemble import CANDIDATES, ENSEMBLE
+from emo_pipeline.defs.shared.gpu import GPU_POOL, GPU_TAGS
 from emo_pipeline.defs.shared.metadata import png_metadata, table_metadata
-from emo_pipeline.defs.shared.resources import WarehouseResource
+from emo_pipeline.defs.shared.resources import ModelStoreResource, TorchDeviceResource, WarehouseResource
+from emo_pipeline.defs.shared.settings import apply_overrides, overrides_config
 from emo_pipeline.image_emotion.dominant import MAJORITY, accuracy_table, labelled_split, majority_predictions
+from emo_pipeline.image_emotion.multi_split import MultiSplitConfig, check_models, evaluate_splits, summary_text
 
 GROUP = "evaluation"
 ACCURACY_TABLE = "dominant_emotion_accuracy"
@@ -123,5 +130,41 @@ def distribution_rows(warehouse: WarehouseResource) -> dg.AssetCheckResult:
                                            f"{'all' if finite else 'NOT all'} metrics finite")
 
 
-defs = dg.Definitions(assets=[dominant_emotion_accuracy, emotion_distribution_metrics],
+MULTI_SPLIT_TABLE = "multi_split_evaluation"
+MultiSplitOverrides = overrides_config(MultiSplitConfig, "MultiSplitOverrides")
+
+
+@dg.asset(group_name=GROUP, kinds={"parquet", "sklearn", "pytorch"}, deps=["emotion6_labels", "emotion6_features"],
+          op_tags=GPU_TAGS, pool=GPU_POOL)
+def multi_split_evaluation(context: dg.AssetExecutionContext, config: MultiSplitOverrides,
+                           warehouse: WarehouseResource, models: ModelStoreResource,
+                           torch_device: TorchDeviceResource) -> dg.MaterializeResult:
+    """The distribution models fitted on each of several split seeds (default 0, 1, 2): one row per seed
+    and model with every test metric, the train mean beside them; the metadata shows the mean and
+    standard deviation per model. Minutes per seed: materialize it by hand."""
+    settings = apply_overrides(MultiSplitConfig(), config)
+    torch_models = EMOTION_MODELS[models.active_profile()]
+    try:
+        chosen = check_models(settings.models, torch_models)
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from exc
+    store = warehouse.get()
+    labels = store.read_table("emotion6_labels")
+    result = evaluate_splits(labels, settings.seeds, chosen, features=store.read_table("emotion6_features"),
+                             torch_models=torch_models, device=torch_device.torch_device(), log=context.log.info)
+    path = store.write_table(MULTI_SPLIT_TABLE, result.per_split)
+    text = summary_text(result.summary)
+    context.log.info("\n" + text)
+    best = result.summary.iloc[0]
+    return dg.MaterializeResult(metadata={
+        **table_metadata(result.per_split, path, preview_rows=len(result.per_split)),
+        "seeds": ", ".join(map(str, settings.seeds)),
+        "summary": dg.MetadataValue.md(result.summary.round(4).to_markdown(index=False)),
+        "best_model": str(best["model"]),
+        **{f"best_test_{m}_mean": round(float(best[f"{m}_mean"]), 4) for m in ("chebyshev", "bhattacharyya", "kl")},
+        **{f"ensemble_seed_{seed}": members for seed, members in result.members.items()},
+    })
+
+
+defs = dg.Definitions(assets=[dominant_emotion_accuracy, emotion_distribution_metrics, multi_split_evaluation],
                       asset_checks=[accuracy_rows, distribution_rows])

@@ -1,0 +1,162 @@
+"""The emotion distribution models fitted and scored on several split seeds: means and spreads.
+
+On Emotion6 the test scores of one split move by about +-.008 Chebyshev and +-.02 KL from split to
+split, as much as the gaps between methods, so a comparison worth trusting fits every model on the
+same splits and reports the mean and standard deviation over them. For each seed: the seeded,
+stratified 70/15/15 split (`core.splits.stratified_split`, as `emotion6_split` makes it), then each
+chosen model fitted on train and chosen on validation exactly as its asset does, then the stacked
+ensemble of the fitted models (weights on validation), then every metric on the test split beside the
+train mean. The test split of a seed takes part in no choice of that seed.
+
+Models: `feature_ridge` (the paper's two feature families), `feature_gbm` (every family of the
+feature table), any torch model of the profile's `EMOTION_MODELS` (e.g. `small_cnn`), and `ensemble`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from emo_pipeline.core import metrics
+from emo_pipeline.core.emotions import PROB_COLUMNS
+from emo_pipeline.core.splits import stratified_split
+
+if TYPE_CHECKING:  # the fit functions bring scikit-learn and torch: imported when a fit runs
+    from emo_pipeline.image_emotion.feature_gbm import FeatureGBMConfig
+    from emo_pipeline.image_emotion.feature_ridge import FeatureRidgeConfig
+    from emo_pipeline.image_emotion.training import EmotionModelConfig
+
+FEATURE_MODELS = ("feature_ridge", "feature_gbm")
+ENSEMBLE = "ensemble"
+TRAIN_MEAN = "train_mean"
+DEFAULT_MODELS = ("feature_ridge", "feature_gbm", "small_cnn", ENSEMBLE)
+SHOWN = ("chebyshev", "bhattacharyya", "kl", "kl_reverse", "mse", "top1")
+
+
+@dataclass(frozen=True)
+class MultiSplitConfig:
+    """What the multi-split evaluation fits: the split seeds and the models (names as in `check_models`)."""
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    models: tuple[str, ...] = DEFAULT_MODELS
+
+
+@dataclass
+class MultiSplitResult:
+    per_split: pd.DataFrame   # seed, model, seconds, every test metric; train_mean rows included
+    summary: pd.DataFrame     # model, splits, <metric>_mean, <metric>_std, seconds_mean; best first
+    members: dict[int, str]   # seed -> the ensemble's members and weights, as text
+
+
+def check_models(models: Sequence[str], torch_models: Mapping[str, EmotionModelConfig]) -> list[str]:
+    """`models` in order without repeats; a name that is not a model here raises, naming the known ones."""
+    known = [*FEATURE_MODELS, *torch_models, ENSEMBLE]
+    unknown = [m for m in models if m not in known]
+    if unknown:
+        raise ValueError(f"unknown model {', '.join(map(repr, unknown))}; choose from {', '.join(known)}")
+    chosen = list(dict.fromkeys(models))
+    if chosen == [ENSEMBLE]:
+        raise ValueError("the ensemble needs at least one other model to weight")
+    return chosen
+
+
+def evaluate_splits(
+    labels: pd.DataFrame,
+    seeds: Sequence[int],
+    models: Sequence[str] = DEFAULT_MODELS,
+    *,
+    features: pd.DataFrame | None = None,
+    torch_models: Mapping[str, EmotionModelConfig] | None = None,
+    ridge: FeatureRidgeConfig | None = None,
+    gbm: FeatureGBMConfig | None = None,
+    device: str | object = "cpu",
+    log: Callable[[str], None] = print,
+) -> MultiSplitResult:
+    """Fit `models` on each split seed of `labels` (as read by `sources.emotion6`) and score them on test.
+
+    `features`: image_key and the feature columns (needed by the feature models); `torch_models`:
+    name -> settings of the image models that may be chosen; `ridge`, `gbm`: the feature models'
+    settings (default: their dataclass defaults, as the assets use); `device`: where torch models train.
+    """
+    from emo_pipeline.image_emotion.ensemble import fit_ensemble
+    from emo_pipeline.image_emotion.feature_gbm import FeatureGBMConfig, fit_feature_gbm
+    from emo_pipeline.image_emotion.feature_ridge import FeatureRidgeConfig, fit_feature_ridge
+    from emo_pipeline.image_emotion.features import PAPER_FAMILIES, columns_of
+    from emo_pipeline.image_emotion.training import fit_emotion_model
+
+    ridge, gbm = ridge or FeatureRidgeConfig(), gbm or FeatureGBMConfig()
+    torch_models = dict(torch_models or {})
+    models = check_models(models, torch_models)
+    if not seeds:
+        raise ValueError("give at least one split seed")
+    if features is None and any(m in FEATURE_MODELS for m in models):
+        raise ValueError("the feature models need the feature table")
+    paper_columns = columns_of(list(features.columns), PAPER_FAMILIES) if features is not None else []
+    rows, members = [], {}
+    for seed in seeds:
+        split = stratified_split(labels["image_key"], labels["dominant_emotion"], seed=int(seed))
+        fitted: dict[str, pd.DataFrame] = {}
+        for name in (m for m in models if m != ENSEMBLE):
+            began = time.perf_counter()
+            if name == "feature_ridge":
+                paper = features[["image_key", *paper_columns]]
+                fitted[name] = fit_feature_ridge(paper, labels, split, ridge).predictions
+            elif name == "feature_gbm":
+                fitted[name] = fit_feature_gbm(features, labels, split, gbm).predictions
+            else:
+                with tempfile.TemporaryDirectory(prefix=f"{name}_seed{seed}_") as checkpoints:
+                    fitted[name] = fit_emotion_model(labels, split, torch_models[name], Path(checkpoints),
+                                                     device=device, log=lambda line: None).predictions
+            rows.append(_row(seed, name, time.perf_counter() - began, fitted[name], labels))
+            log(_line(rows[-1]))
+        if ENSEMBLE in models:
+            began = time.perf_counter()
+            ensemble = fit_ensemble(labels, fitted)
+            members[int(seed)] = ", ".join(f"{m} {w:.2f}" for m, w in zip(ensemble.members, ensemble.weights))
+            rows.append(_row(seed, ENSEMBLE, time.perf_counter() - began, ensemble.predictions, labels))
+            log(_line(rows[-1]) + f" ({members[int(seed)]})")
+        any_predictions = next(iter(fitted.values()))
+        baseline = metrics.train_mean_pairs(labels, any_predictions, ("test",))["test"]
+        rows.append({"seed": int(seed), "model": TRAIN_MEAN, "seconds": 0.0, **metrics.distribution_metrics(*baseline)})
+        log(_line(rows[-1]))
+    per_split = pd.DataFrame(rows)
+    return MultiSplitResult(per_split=per_split, summary=summarise(per_split), members=members)
+
+
+def _row(seed: int, model: str, seconds: float, predictions: pd.DataFrame, labels: pd.DataFrame) -> dict:
+    scores = metrics.split_metrics(predictions[["image_key", "split", *PROB_COLUMNS]], labels, ("test",))
+    return {"seed": int(seed), "model": model, "seconds": seconds, **scores["test"]}
+
+
+def _line(row: dict) -> str:
+    return (f"seed {row['seed']} {row['model']:<14} test Chebyshev {row['chebyshev']:.4f} BC "
+            f"{row['bhattacharyya']:.4f} KL {row['kl']:.4f} ({row['seconds']:.0f} s)")
+
+
+def summarise(per_split: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation (ddof 1; 0 for one split) of every metric per model, best KL first."""
+    names = [c for c in per_split.columns if c not in ("seed", "model")]
+    grouped = per_split.groupby("model", sort=False)[names]
+    mean, std = grouped.mean(), grouped.std(ddof=1).fillna(0.0)
+    summary = pd.concat([mean.add_suffix("_mean"), std.add_suffix("_std")], axis=1)
+    summary.insert(0, "splits", per_split.groupby("model", sort=False)["seed"].nunique())
+    ordered = [c for name in names for c in (f"{name}_mean", f"{name}_std") if name != "seconds"]
+    summary = summary[["splits", *ordered, "seconds_mean"]].sort_values("kl_mean")
+    return summary.reset_index()
+
+
+def summary_text(summary: pd.DataFrame, metrics_shown: Sequence[str] = SHOWN) -> str:
+    """The summary as aligned text, `mean +- std` per metric."""
+    table = pd.DataFrame({"model": summary["model"], "splits": summary["splits"]})
+    for name in metrics_shown:
+        if f"{name}_mean" in summary:
+            table[name] = [f"{m:.4f} +- {s:.4f}" for m, s in zip(summary[f"{name}_mean"], summary[f"{name}_std"])]
+    table["seconds"] = np.round(summary["seconds_mean"]).astype(int)
+    return table.to_string(index=False)
