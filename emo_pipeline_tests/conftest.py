@@ -160,3 +160,21 @@ def objects_run(tmp_path_factory: pytest.TempPathFactory, world_factory: WorldFa
                 for e in result.get_asset_materialization_events()}
     return {"store": store, "world": world, "checks": checks, "vectors": load_glove(tmp / "word_vectors"),
             "mlflow": tmp / "mlflow", "metadata": metadata}
+
+
+def feature_tables(values, logits, seed: int):
+    """A features table (image_key, f0, f1, ...), labels (softmax of `logits`) and a stratified split, for
+    tests of the feature models."""
+    import numpy as np
+    import pandas as pd
+
+    from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
+    from emo_pipeline.core.splits import stratified_split
+
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    keys = [f"k{i:03d}" for i in range(len(values))]
+    table = pd.DataFrame(values, columns=[f"f{j}" for j in range(values.shape[1])])
+    table.insert(0, "image_key", keys)
+    labels = pd.DataFrame(probs, columns=list(PROB_COLUMNS))
+    labels.insert(0, "image_key", keys)
+    return table, labels, stratified_split(keys, [EMOTIONS[i] for i in probs.argmax(axis=1)], seed=seed)

@@ -13,7 +13,8 @@ from emo_pipeline.core import metrics
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
 from emo_pipeline.core.splits import stratified_split
 from emo_pipeline.core.train_loop import TrainConfig
-from emo_pipeline.image_emotion.feature_ridge import FeatureRidgeConfig, fit_feature_ridge, predict_distribution
+from emo_pipeline.image_emotion.feature_ridge import FeatureRidgeConfig, fit_feature_ridge
+from emo_pipeline.image_emotion.feature_splits import predict_distribution
 from emo_pipeline.image_emotion.training import (
     EmotionModelConfig,
     builder_options,
@@ -24,6 +25,7 @@ from emo_pipeline.image_emotion.training import (
 )
 from emo_pipeline.models import build_model
 from emo_pipeline.storage.model_store import ModelCard, load_sklearn_model, save_sklearn_model
+from emo_pipeline_tests.conftest import feature_tables
 
 MEAN = np.array([0.05, 0.1, 0.15, 0.3, 0.2, 0.12, 0.08])
 
@@ -171,14 +173,7 @@ def _feature_world(n: int = 400, features: int = 12, seed: int = 0) -> tuple[pd.
     values = np.exp(latent)
     w = rng.normal(size=(features, 7))
     logits = np.tanh(latent) @ w * 0.8 + rng.normal(0, 0.3, (n, 7))
-    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    keys = [f"k{i:03d}" for i in range(n)]
-    table = pd.DataFrame(values, columns=[f"f{j}" for j in range(features)])
-    table.insert(0, "image_key", keys)
-    labels = pd.DataFrame(probs, columns=list(PROB_COLUMNS))
-    labels.insert(0, "image_key", keys)
-    dominant = [EMOTIONS[i] for i in probs.argmax(axis=1)]
-    return table, labels, stratified_split(keys, dominant, seed=seed)
+    return feature_tables(values, logits, seed)
 
 
 def test_feature_ridge_beats_the_train_mean_on_validation(tmp_path: Path) -> None:

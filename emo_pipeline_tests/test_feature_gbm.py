@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
-from emo_pipeline.core.splits import stratified_split
-from emo_pipeline.image_emotion.feature_gbm import FeatureGBMConfig, fit_feature_gbm, predict_distribution
+from emo_pipeline.image_emotion.feature_gbm import FeatureGBMConfig, fit_feature_gbm
+from emo_pipeline.image_emotion.feature_splits import predict_distribution
 from emo_pipeline.storage.model_store import ModelCard, load_sklearn_model, save_sklearn_model
+from emo_pipeline_tests.conftest import feature_tables
 
 SMALL = FeatureGBMConfig(max_iter=120, min_samples_leaf=10, max_features=0.5)
 
@@ -25,14 +26,7 @@ def _feature_world(n: int = 360, features: int = 10, seed: int = 0) -> tuple[pd.
     logits[:, 4] = 3.0 * values[:, 3] ** 2
     logits[:, 6] = 1.5 * (values[:, 4] < 0.3)
     logits += rng.normal(0, 0.3, logits.shape)
-    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    keys = [f"k{i:03d}" for i in range(n)]
-    table = pd.DataFrame(values, columns=[f"f{j}" for j in range(features)])
-    table.insert(0, "image_key", keys)
-    labels = pd.DataFrame(probs, columns=list(PROB_COLUMNS))
-    labels.insert(0, "image_key", keys)
-    dominant = [EMOTIONS[i] for i in probs.argmax(axis=1)]
-    return table, labels, stratified_split(keys, dominant, seed=seed)
+    return feature_tables(values, logits, seed)
 
 
 @pytest.fixture(scope="module")

@@ -39,8 +39,7 @@ from sklearn.multioutput import MultiOutputRegressor
 
 from emo_pipeline.core import metrics
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
-
-SPLITS = ("train", "val", "test")
+from emo_pipeline.image_emotion.feature_splits import clipped_predictions, split_features
 
 
 @dataclass(frozen=True)
@@ -109,20 +108,8 @@ def fit_feature_gbm(features: pd.DataFrame, labels: pd.DataFrame, split: pd.Data
     split. Images without features are left out.
     """
     began = time.perf_counter()
-    feature_columns = [c for c in features.columns if c != "image_key"]
-    if not feature_columns:
-        raise ValueError("the feature table has no feature columns")
-    table = (labels[["image_key", *PROB_COLUMNS]]
-             .merge(split[["image_key", "split"]], on="image_key", validate="one_to_one")
-             .merge(features, on="image_key", how="inner", validate="one_to_one"))
-    parts = {name: table[table["split"] == name].reset_index(drop=True) for name in SPLITS}
-    for name in ("train", "val"):
-        if parts[name].empty:
-            raise ValueError(f"the {name} split has no images with features")
-    X = {name: part[feature_columns].astype(np.float64) for name, part in parts.items()}
-    Y = {name: part[list(PROB_COLUMNS)].to_numpy(dtype=np.float64) for name, part in parts.items()}
-    if not np.isfinite(X["train"].to_numpy()).all():
-        raise ValueError("the training features contain NaN or infinite values")
+    data = split_features(features, labels, split)
+    X, Y = data.X, data.Y
 
     curves = np.empty((config.max_iter, len(PROB_COLUMNS)))
     boosters, rows = [], []
@@ -139,30 +126,11 @@ def fit_feature_gbm(features: pd.DataFrame, labels: pd.DataFrame, split: pd.Data
 
     grid = tuple(sorted({0.0, *config.clip_grid}))
     clip = float(metrics.choose_clip(Y["val"], model.predict(X["val"]), grid))
-    frames = []
-    for name in SPLITS:
-        raw = model.predict(X[name]) if len(X[name]) else np.zeros((0, len(PROB_COLUMNS)))
-        frame = pd.DataFrame(metrics.clip_distribution(raw, clip) if len(raw) else raw, columns=list(PROB_COLUMNS))
-        frame.insert(0, "split", name)
-        frame.insert(0, "image_key", parts[name]["image_key"].astype(str).to_numpy())
-        frames.append(frame)
-    predictions = pd.concat(frames, ignore_index=True).astype({"image_key": "string", "split": "string"})
-
-    floor = metrics.train_mean_baseline(Y["train"], 1)[0]
-    scores: dict[str, dict[str, float]] = {}
-    for name in ("val", "test"):
-        if len(Y[name]) == 0:
-            continue
-        predicted = predictions.loc[predictions["split"] == name, list(PROB_COLUMNS)].to_numpy()
-        scores[name] = metrics.distribution_metrics(Y[name], predicted)
-        scores[f"{name}_train_mean"] = metrics.distribution_metrics(Y[name], np.tile(floor, (len(Y[name]), 1)))
+    raw = {name: model.predict(x) if len(x) else np.zeros((0, len(PROB_COLUMNS))) for name, x in X.items()}
+    predictions, scores = clipped_predictions(data, raw, clip)
     selection = pd.DataFrame(rows)
     return FeatureGBMResult(
-        model=model, feature_columns=feature_columns, iterations={row["emotion"]: row["iterations"] for row in rows},
+        model=model, feature_columns=data.feature_columns,
+        iterations={row["emotion"]: row["iterations"] for row in rows},
         clip=clip, selection=selection, val_curves=curves, predictions=predictions, scores=scores,
         seconds=time.perf_counter() - began)
-
-
-def predict_distribution(model: MultiOutputRegressor, features: pd.DataFrame, clip: float) -> np.ndarray:
-    """The clipped 7-way distribution for rows of raw feature values (the columns the model was fit on)."""
-    return metrics.clip_distribution(np.asarray(model.predict(features), dtype=np.float64), clip)

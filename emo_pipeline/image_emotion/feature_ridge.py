@@ -39,8 +39,8 @@ from sklearn.preprocessing import PowerTransformer, StandardScaler
 
 from emo_pipeline.core import metrics
 from emo_pipeline.core.emotions import PROB_COLUMNS
+from emo_pipeline.image_emotion.feature_splits import clipped_predictions, split_features
 
-SPLITS = ("train", "val", "test")
 KERNELS = ("rbf", "linear")
 TRANSFORMS = ("power", "standard")
 
@@ -98,20 +98,8 @@ def fit_feature_ridge(features: pd.DataFrame, labels: pd.DataFrame, split: pd.Da
     and prob_* (as read by emotion6.py); `split`: image_key, split. Images without features are left out.
     """
     began = time.perf_counter()
-    feature_columns = [c for c in features.columns if c != "image_key"]
-    if not feature_columns:
-        raise ValueError("the feature table has no feature columns")
-    table = (labels[["image_key", *PROB_COLUMNS]]
-             .merge(split[["image_key", "split"]], on="image_key", validate="one_to_one")
-             .merge(features, on="image_key", how="inner", validate="one_to_one"))
-    parts = {name: table[table["split"] == name].reset_index(drop=True) for name in SPLITS}
-    for name in ("train", "val"):
-        if parts[name].empty:
-            raise ValueError(f"the {name} split has no images with features")
-    X = {name: part[feature_columns].astype(np.float64) for name, part in parts.items()}
-    Y = {name: part[list(PROB_COLUMNS)].to_numpy(dtype=np.float64) for name, part in parts.items()}
-    if not np.isfinite(X["train"].to_numpy()).all():
-        raise ValueError("the training features contain NaN or infinite values")
+    data = split_features(features, labels, split)
+    X, Y, feature_columns = data.X, data.Y, data.feature_columns
 
     # The transform does not depend on the regression's hyper-parameters: fit it once.
     transform = _transformer(config.transform).fit(X["train"])
@@ -136,31 +124,11 @@ def fit_feature_ridge(features: pd.DataFrame, labels: pd.DataFrame, split: pd.Da
     selection = pd.DataFrame([{k: v for k, v in row.items() if k != "regressor"} for row in candidates])
 
     clip = float(best["clip"])
-    frames = []
-    for name in SPLITS:
-        raw = best["regressor"].predict(Z[name]) if len(Z[name]) else np.zeros((0, len(PROB_COLUMNS)))
-        frame = pd.DataFrame(metrics.clip_distribution(raw, clip) if len(raw) else raw, columns=list(PROB_COLUMNS))
-        frame.insert(0, "split", name)
-        frame.insert(0, "image_key", parts[name]["image_key"].astype(str).to_numpy())
-        frames.append(frame)
-    predictions = pd.concat(frames, ignore_index=True).astype({"image_key": "string", "split": "string"})
-
-    floor = metrics.train_mean_baseline(Y["train"], 1)[0]
-    scores: dict[str, dict[str, float]] = {}
-    for name in ("val", "test"):
-        if len(Y[name]) == 0:
-            continue
-        predicted = predictions.loc[predictions["split"] == name, list(PROB_COLUMNS)].to_numpy()
-        scores[name] = metrics.distribution_metrics(Y[name], predicted)
-        scores[f"{name}_train_mean"] = metrics.distribution_metrics(Y[name], np.tile(floor, (len(Y[name]), 1)))
+    raw = {name: best["regressor"].predict(z) if len(z) else np.zeros((0, len(PROB_COLUMNS))) for name, z in Z.items()}
+    predictions, scores = clipped_predictions(data, raw, clip)
     return FeatureRidgeResult(
         pipeline=pipeline, feature_columns=feature_columns,
         best={"alpha": best["alpha"], "gamma_factor": best["gamma_factor"], "gamma": best["gamma"], "clip": clip},
         clip=clip, selection=selection, predictions=predictions, scores=scores,
         seconds=time.perf_counter() - began,
     )
-
-
-def predict_distribution(pipeline: Pipeline, features: pd.DataFrame, clip: float) -> np.ndarray:
-    """The clipped 7-way distribution for rows of raw feature values (the columns the model was fit on)."""
-    return metrics.clip_distribution(np.asarray(pipeline.predict(features), dtype=np.float64), clip)

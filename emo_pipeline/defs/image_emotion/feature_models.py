@@ -21,6 +21,8 @@ table holds (this project's colour and texture families beside the paper's, prof
 import dataclasses
 import tempfile
 import time
+import types
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -127,11 +129,6 @@ def svm(context: dg.AssetExecutionContext, config: SVMTrainConfig, warehouse: Wa
     yield predictions_cover_split(SVM_PREDICTIONS, result.predictions, split, columns=PREDICTION_COLUMNS)
 
 
-FEATURE_RIDGE = "feature_ridge"
-FEATURE_RIDGE_MODEL = "feature_ridge_model"
-FEATURE_RIDGE_PREDICTIONS = "feature_ridge_predictions"
-
-FeatureRidgeTrainConfig = overrides_config(FeatureRidgeConfig, "FeatureRidgeTrainConfig")
 
 
 def _feature_config(context: dg.AssetExecutionContext, columns: list[str]) -> FeatureConfig:
@@ -162,156 +159,139 @@ def _card_options(config: FeatureConfig) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec(FEATURE_RIDGE_MODEL, group_name=GROUP, deps=_INPUTS, kinds={"sklearn", "mlflow"},
-                     code_version=code_version(feature_ridge_module),
-                     description="Kernel ridge regression from the power-transformed GLCM + CIECAM02 features to the "
-                                 "7-way emotion distribution; alpha, gamma and the prediction floor chosen on "
-                                 "validation. Registered in MLflow as feature_ridge_model and saved with its card for "
-                                 "`emo-pipeline predict`."),
-        dg.AssetSpec(FEATURE_RIDGE_PREDICTIONS, group_name=GROUP, deps=[FEATURE_RIDGE_MODEL], kinds={"parquet"},
-                     code_version=code_version(feature_ridge_module),
-                     description="feature_ridge's predicted 7-way distribution for every Emotion6 image."),
-    ],
-    check_specs=[predictions_check_spec(FEATURE_RIDGE_PREDICTIONS)],
-    name=FEATURE_RIDGE,
-)
-def feature_ridge(context: dg.AssetExecutionContext, config: FeatureRidgeTrainConfig, warehouse: WarehouseResource,
-                  models: ModelStoreResource, mlflow: MLflowResource):
-    store = warehouse.get()
-    table = store.read_table("emotion6_features")
-    labels = store.read_table("emotion6_labels")
-    split = store.read_table("emotion6_split")
-    # Like the SVM, the paper's feature families only: the richer ones are feature_gbm's.
-    feature_config = _feature_config(context, [c for c in table.columns if c != "image_key"])
-    features = table[["image_key", *columns_of(list(table.columns), PAPER_FAMILIES)]]
-    settings = apply_overrides(FeatureRidgeConfig(), config)
-    fingerprint = frame_fingerprint(features.merge(labels[["image_key", *PROB_COLUMNS]], on="image_key"))
-    with TrainingRun(context, FEATURE_RIDGE_MODEL, settings, fingerprint, models=models, mlflow=mlflow,
-                     run_name=FEATURE_RIDGE) as run:
-        result = fit_feature_ridge(features, labels, split, settings)
-        scores = result.scores
-        context.log.info(
-            f"feature_ridge alpha={result.best['alpha']:g} gamma={result.best['gamma']:.3g} floor={result.clip:g} "
-            f"in {result.seconds:.1f} s: " + ", ".join(
-                f"{s} KL {scores[s]['kl']:.4f} Chebyshev {scores[s]['chebyshev']:.4f} "
-                f"(train mean {scores[s + '_train_mean']['kl']:.4f} / {scores[s + '_train_mean']['chebyshev']:.4f})"
-                for s in ("val", "test") if s in scores))
-        run.log_params({**{k: v for k, v in result.best.items() if np.isfinite(v)},
-                        "features": len(result.feature_columns),
-                        "train_images": int((result.predictions["split"] == "train").sum())})
-        run.log_metrics({f"{s}_{k}": v for s, values in scores.items() for k, v in values.items()})
+@dataclasses.dataclass(frozen=True)
+class FeatureModel:
+    """What sets one hand-made-feature distribution model apart; `feature_model_asset` does the rest."""
+
+    name: str
+    module: types.ModuleType                      # its library module: the code version
+    config: type[dg.Config]                       # overrides of `settings`
+    settings: object                              # the library dataclass's defaults
+    fit: Callable                                 # (features, labels, split, settings) -> result
+    estimator: Callable[[object], object]         # result -> the scikit-learn estimator to publish
+    architecture: Callable[[object], str]         # settings -> the card's architecture
+    details: Callable[[object, object], dict]     # (result, settings) -> its own params and metadata
+    artifacts: Callable[[object], dict[str, str]] # result -> MLflow text artifacts (file name -> CSV)
+    description: str
+    paper_families_only: bool = False             # read only the paper's two feature families
+
+
+def _text_scores(scores: dict) -> str:
+    return ", ".join(
+        f"{s} KL {scores[s]['kl']:.4f} Chebyshev {scores[s]['chebyshev']:.4f} "
+        f"(train mean {scores[s + '_train_mean']['kl']:.4f} / {scores[s + '_train_mean']['chebyshev']:.4f})"
+        for s in ("val", "test") if s in scores)
+
+
+def feature_model_asset(spec: FeatureModel) -> dg.AssetsDefinition:
+    """`<name>_model` (registered in MLflow, carded for `predict`) and `<name>_predictions` from the
+    features table, fitted on train and chosen on validation by the library's fit."""
+    model_key, predictions_key = f"{spec.name}_model", f"{spec.name}_predictions"
+
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(model_key, group_name=GROUP, deps=_INPUTS, kinds={"sklearn", "mlflow"},
+                         code_version=code_version(spec.module),
+                         description=f"{spec.description} Registered in MLflow as {model_key} and saved with its "
+                                     "card for `emo-pipeline predict`."),
+            dg.AssetSpec(predictions_key, group_name=GROUP, deps=[model_key], kinds={"parquet"},
+                         code_version=code_version(spec.module),
+                         description=f"{spec.name}'s predicted 7-way distribution for every Emotion6 image."),
+        ],
+        check_specs=[predictions_check_spec(predictions_key)],
+        name=spec.name,
+    )
+    def _asset(context: dg.AssetExecutionContext, config: spec.config, warehouse: WarehouseResource,
+               models: ModelStoreResource, mlflow: MLflowResource):
         import mlflow as mlflow_api
 
-        mlflow_api.log_text(result.selection.to_csv(index=False), "model_selection.csv")
-        card = ModelCard(
-            name=FEATURE_RIDGE, kind="features", architecture=f"kernel_ridge_{settings.kernel}",
-            # The features are computed from the image resized to several long sides; the card's size is the largest.
-            size=feature_config.decode_size(), options=_card_options(feature_config),
-            clip=result.clip, profile=run.profile, weights_source="trained on the hand-made features")
-        mlflow_api.log_dict(card.to_json(), "model_card.json")
-        model_path = run.publish_sklearn(card, result.pipeline, features[result.feature_columns].head(2))
-    predictions_path = store.write_table(FEATURE_RIDGE_PREDICTIONS, result.predictions)
+        store = warehouse.get()
+        table = store.read_table("emotion6_features")
+        labels = store.read_table("emotion6_labels")
+        split = store.read_table("emotion6_split")
+        feature_config = _feature_config(context, [c for c in table.columns if c != "image_key"])
+        features = (table[["image_key", *columns_of(list(table.columns), PAPER_FAMILIES)]]
+                    if spec.paper_families_only else table)
+        settings = apply_overrides(spec.settings, config)
+        # The split decides what is fitted and what makes the choices: it is part of the data.
+        fingerprint = frame_fingerprint(features.merge(labels[["image_key", *PROB_COLUMNS]], on="image_key")
+                                        .merge(split[["image_key", "split"]], on="image_key"))
+        with TrainingRun(context, model_key, settings, fingerprint, models=models, mlflow=mlflow,
+                         run_name=spec.name) as run:
+            result = spec.fit(features, labels, split, settings)
+            details = spec.details(result, settings)
+            scores = result.scores
+            chosen = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in details.items())
+            context.log.info(f"{spec.name} on {len(result.feature_columns)} features ({chosen}; floor "
+                             f"{result.clip:g}) in {result.seconds:.1f} s: "
+                             + _text_scores(scores))
+            families = PAPER_FAMILIES if spec.paper_families_only else feature_config.families
+            run.log_params({**details, "clip": result.clip, "features": len(result.feature_columns),
+                            "families": ",".join(families),
+                            "train_images": int((result.predictions["split"] == "train").sum())})
+            run.log_metrics({f"{s}_{k}": v for s, values in scores.items() for k, v in values.items()})
+            mlflow_api.log_text(result.selection.to_csv(index=False), "model_selection.csv")
+            for file_name, text in spec.artifacts(result).items():
+                mlflow_api.log_text(text, file_name)
+            # The card keeps every family of the table (they decide each image's decoded size); `predict`
+            # hands the model the columns it was fitted on.
+            card = ModelCard(
+                name=spec.name, kind="features", architecture=spec.architecture(settings),
+                size=feature_config.decode_size(), options=_card_options(feature_config),
+                clip=result.clip, profile=run.profile, weights_source="trained on the hand-made features")
+            mlflow_api.log_dict(card.to_json(), "model_card.json")
+            model_path = run.publish_sklearn(card, spec.estimator(result), features[result.feature_columns].head(2))
+        predictions_path = store.write_table(predictions_key, result.predictions)
 
-    yield dg.MaterializeResult(asset_key=FEATURE_RIDGE_MODEL, data_version=run.data_version, metadata=run.metadata(
-        [f"{s}_{m}" for s in scores for m in REPORTED], digits=4, extra={
-            "alpha": result.best["alpha"],
-            **({"gamma": result.best["gamma"]} if np.isfinite(result.best["gamma"]) else {}),
-            "floor": result.clip,
-            "kernel": settings.kernel,
-            "transform": settings.transform,
-            "features": len(result.feature_columns),
-            "train_seconds": round(result.seconds, 2),
-            "model": dg.MetadataValue.path(str(model_path)),
-            "model_selection": dg.MetadataValue.md(result.selection.to_markdown(index=False, floatfmt=".4g")),
-            **test_samples_metadata(FEATURE_RIDGE, result.predictions, labels),
-        }))
-    yield dg.MaterializeResult(asset_key=FEATURE_RIDGE_PREDICTIONS, data_version=run.data_version, metadata={
-        **table_metadata(result.predictions, predictions_path),
-        "mlflow_run_id": run.run_id,
-    })
-    yield predictions_cover_split(FEATURE_RIDGE_PREDICTIONS, result.predictions, split)
+        yield dg.MaterializeResult(asset_key=model_key, data_version=run.data_version, metadata=run.metadata(
+            [f"{s}_{m}" for s in scores for m in REPORTED], digits=4, extra={
+                **details,
+                "floor": result.clip,
+                "features": len(result.feature_columns),
+                "train_seconds": round(result.seconds, 2),
+                "model": dg.MetadataValue.path(str(model_path)),
+                "model_selection": dg.MetadataValue.md(result.selection.to_markdown(index=False, floatfmt=".5g")),
+                **test_samples_metadata(spec.name, result.predictions, labels),
+            }))
+        yield dg.MaterializeResult(asset_key=predictions_key, data_version=run.data_version, metadata={
+            **table_metadata(result.predictions, predictions_path),
+            "mlflow_run_id": run.run_id,
+        })
+        yield predictions_cover_split(predictions_key, result.predictions, split)
+
+    return _asset
 
 
-FEATURE_GBM = "feature_gbm"
-FEATURE_GBM_MODEL = "feature_gbm_model"
-FEATURE_GBM_PREDICTIONS = "feature_gbm_predictions"
-
-FeatureGBMTrainConfig = overrides_config(FeatureGBMConfig, "FeatureGBMTrainConfig")
+def _ridge_details(result, settings) -> dict:
+    finite = {k: v for k, v in result.best.items() if k != "clip" and np.isfinite(v)}
+    return {**finite, "kernel": settings.kernel, "transform": settings.transform}
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec(FEATURE_GBM_MODEL, group_name=GROUP, deps=_INPUTS, kinds={"sklearn", "mlflow"},
-                     code_version=code_version(feature_gbm_module),
-                     description="Gradient-boosted trees (one HistGradientBoostingRegressor per emotion) from every "
-                                 "feature family of emotion6_features to the 7-way emotion distribution; each "
-                                 "emotion's iterations and the prediction floor chosen on validation. Registered in "
-                                 "MLflow as feature_gbm_model and saved with its card for `emo-pipeline predict`."),
-        dg.AssetSpec(FEATURE_GBM_PREDICTIONS, group_name=GROUP, deps=[FEATURE_GBM_MODEL], kinds={"parquet"},
-                     code_version=code_version(feature_gbm_module),
-                     description="feature_gbm's predicted 7-way distribution for every Emotion6 image."),
-    ],
-    check_specs=[predictions_check_spec(FEATURE_GBM_PREDICTIONS)],
-    name=FEATURE_GBM,
-)
-def feature_gbm(context: dg.AssetExecutionContext, config: FeatureGBMTrainConfig, warehouse: WarehouseResource,
-                models: ModelStoreResource, mlflow: MLflowResource):
-    store = warehouse.get()
-    features = store.read_table("emotion6_features")
-    labels = store.read_table("emotion6_labels")
-    split = store.read_table("emotion6_split")
-    feature_config = _feature_config(context, [c for c in features.columns if c != "image_key"])
-    settings = apply_overrides(FeatureGBMConfig(), config)
-    # The split decides what is fitted and what chooses the iterations: it is part of the data.
-    fingerprint = frame_fingerprint(features.merge(labels[["image_key", *PROB_COLUMNS]], on="image_key")
-                                    .merge(split[["image_key", "split"]], on="image_key"))
-    with TrainingRun(context, FEATURE_GBM_MODEL, settings, fingerprint, models=models, mlflow=mlflow,
-                     run_name=FEATURE_GBM) as run:
-        result = fit_feature_gbm(features, labels, split, settings)
-        scores = result.scores
-        context.log.info(
-            f"feature_gbm on {len(result.feature_columns)} features, iterations "
-            + ", ".join(f"{e} {k}" for e, k in result.iterations.items())
-            + f", floor {result.clip:g}, in {result.seconds:.1f} s: " + ", ".join(
-                f"{s} KL {scores[s]['kl']:.4f} Chebyshev {scores[s]['chebyshev']:.4f} "
-                f"(train mean {scores[s + '_train_mean']['kl']:.4f} / {scores[s + '_train_mean']['chebyshev']:.4f})"
-                for s in ("val", "test") if s in scores))
-        run.log_params({**{f"iterations_{e}": k for e, k in result.iterations.items()}, "clip": result.clip,
-                        "features": len(result.feature_columns), "families": ",".join(feature_config.families),
-                        "train_images": int((result.predictions["split"] == "train").sum())})
-        run.log_metrics({f"{s}_{k}": v for s, values in scores.items() for k, v in values.items()})
-        import mlflow as mlflow_api
+def _gbm_curves(result) -> dict[str, str]:
+    curves = pd.DataFrame(result.val_curves, columns=list(EMOTIONS))
+    curves.insert(0, "iteration", np.arange(1, len(curves) + 1))
+    return {"val_mse_per_iteration.csv": curves.to_csv(index=False)}
 
-        mlflow_api.log_text(result.selection.to_csv(index=False), "model_selection.csv")
-        curves = pd.DataFrame(result.val_curves, columns=list(EMOTIONS))
-        curves.insert(0, "iteration", np.arange(1, len(curves) + 1))
-        mlflow_api.log_text(curves.to_csv(index=False), "val_mse_per_iteration.csv")
-        card = ModelCard(
-            name=FEATURE_GBM, kind="features", architecture="hist_gradient_boosting",
-            size=feature_config.decode_size(), options=_card_options(feature_config),
-            clip=result.clip, profile=run.profile, weights_source="trained on the hand-made features")
-        mlflow_api.log_dict(card.to_json(), "model_card.json")
-        model_path = run.publish_sklearn(card, result.model, features[result.feature_columns].head(2))
-    predictions_path = store.write_table(FEATURE_GBM_PREDICTIONS, result.predictions)
 
-    yield dg.MaterializeResult(asset_key=FEATURE_GBM_MODEL, data_version=run.data_version, metadata=run.metadata(
-        [f"{s}_{m}" for s in scores for m in REPORTED], digits=4, extra={
-            **{f"iterations_{e}": k for e, k in result.iterations.items()},
-            "floor": result.clip,
-            "features": len(result.feature_columns),
-            "families": ", ".join(feature_config.families),
-            "train_seconds": round(result.seconds, 2),
-            "model": dg.MetadataValue.path(str(model_path)),
-            "model_selection": dg.MetadataValue.md(result.selection.to_markdown(index=False, floatfmt=".5g")),
-            **test_samples_metadata(FEATURE_GBM, result.predictions, labels),
-        }))
-    yield dg.MaterializeResult(asset_key=FEATURE_GBM_PREDICTIONS, data_version=run.data_version, metadata={
-        **table_metadata(result.predictions, predictions_path),
-        "mlflow_run_id": run.run_id,
-    })
-    yield predictions_cover_split(FEATURE_GBM_PREDICTIONS, result.predictions, split)
+FEATURE_RIDGE = FeatureModel(
+    name="feature_ridge", module=feature_ridge_module, settings=FeatureRidgeConfig(),
+    config=overrides_config(FeatureRidgeConfig, "FeatureRidgeTrainConfig"), fit=fit_feature_ridge,
+    estimator=lambda result: result.pipeline, architecture=lambda settings: f"kernel_ridge_{settings.kernel}",
+    details=_ridge_details, artifacts=lambda result: {}, paper_families_only=True,
+    description="Kernel ridge regression from the power-transformed GLCM + CIECAM02 features (the SVM's, the "
+                "paper's) to the 7-way emotion distribution; alpha, gamma and the prediction floor chosen on "
+                "validation.")
+FEATURE_GBM = FeatureModel(
+    name="feature_gbm", module=feature_gbm_module, settings=FeatureGBMConfig(),
+    config=overrides_config(FeatureGBMConfig, "FeatureGBMTrainConfig"), fit=fit_feature_gbm,
+    estimator=lambda result: result.model, architecture=lambda settings: "hist_gradient_boosting",
+    details=lambda result, settings: {f"iterations_{e}": k for e, k in result.iterations.items()},
+    artifacts=_gbm_curves,
+    description="Gradient-boosted trees (one HistGradientBoostingRegressor per emotion) from every feature "
+                "family of emotion6_features to the 7-way emotion distribution; each emotion's iterations and "
+                "the prediction floor chosen on validation.")
+feature_ridge = feature_model_asset(FEATURE_RIDGE)
+feature_gbm = feature_model_asset(FEATURE_GBM)
 
 
 defs = dg.Definitions(assets=[svm, feature_ridge, feature_gbm])
