@@ -48,7 +48,7 @@ def test_models_are_registered_in_mlflow_with_their_lineage(materialized):
     import mlflow.pyfunc
     from mlflow.tracking import MlflowClient
 
-    from emo_pipeline.storage.tracking import tracking_uri
+    from emo_pipeline.storage.tracking import tracking_store, tracking_uri
 
     result, resources = materialized
     client = MlflowClient(tracking_uri=tracking_uri(Path(resources["mlflow"].root)))
@@ -61,8 +61,8 @@ def test_models_are_registered_in_mlflow_with_their_lineage(materialized):
         assert run.data.tags["dagster.run_id"] == result.run_id
         assert run.data.params["weights_source"].startswith("none: trained from scratch")
         assert "val_loss" in run.data.metrics
-    mlflow.set_tracking_uri(tracking_uri(Path(resources["mlflow"].root)))
-    registered = mlflow.pyfunc.load_model("models:/small_cnn_model/1")
+    with tracking_store(Path(resources["mlflow"].root)):
+        registered = mlflow.pyfunc.load_model("models:/small_cnn_model/1")
     images = np.random.default_rng(0).normal(size=(3, 3, 32, 32)).astype(np.float32)
     stored, _ = load_torch_model(resources["models"].directory(), "small_cnn")
     with torch.inference_mode():

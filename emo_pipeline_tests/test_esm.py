@@ -151,7 +151,7 @@ def test_models_are_registered_in_mlflow(materialized):
     import mlflow.pyfunc
     from mlflow.tracking import MlflowClient
 
-    from emo_pipeline.storage.tracking import tracking_uri
+    from emo_pipeline.storage.tracking import tracking_store, tracking_uri
 
     fcn_run, resnet_run, resources = materialized
     uri = tracking_uri(Path(resources["mlflow"].root))
@@ -165,8 +165,8 @@ def test_models_are_registered_in_mlflow(materialized):
         assert "val_loss" in logged.data.metrics
     fcn_logged = client.get_run(client.search_model_versions(f"name='{FCN}'")[0].run_id)
     assert fcn_logged.data.metrics["test_mse"] < fcn_logged.data.metrics["test_mse_mean_map"]
-    mlflow.set_tracking_uri(uri)
-    loaded = mlflow.pyfunc.load_model(f"models:/{FCN}/1")
+    with tracking_store(Path(resources["mlflow"].root)):
+        loaded = mlflow.pyfunc.load_model(f"models:/{FCN}/1")
     assert loaded.predict(np.zeros((2, 3, 32, 32), dtype=np.float32)).shape == (2, 1, 32, 32)
 
 

@@ -71,7 +71,7 @@ def test_the_registered_model_reproduces_the_predictions(materialized):
     import mlflow.sklearn
     from mlflow.tracking import MlflowClient
 
-    from emo_pipeline.storage.tracking import tracking_uri
+    from emo_pipeline.storage.tracking import tracking_store, tracking_uri
 
     result, root = materialized
     uri = tracking_uri(root / "mlflow")
@@ -87,8 +87,8 @@ def test_the_registered_model_reproduces_the_predictions(materialized):
     assert run.data.tags["dagster.run_id"] == result.run_id
     assert run.data.metrics["val_accuracy"] == pytest.approx(model_metadata["val_accuracy"].value, abs=1e-4)
 
-    mlflow.set_tracking_uri(uri)
-    model = mlflow.sklearn.load_model(f"models:/svm_dominant_emotion/{version.version}")
+    with tracking_store(root / "mlflow"):
+        model = mlflow.sklearn.load_model(f"models:/svm_dominant_emotion/{version.version}")
     store = Warehouse(root / "warehouse")
     features = store.read_table("emotion6_features")
     predictions = store.read_table("svm_predictions").set_index("image_key").loc[features["image_key"]]
@@ -148,7 +148,7 @@ def test_feature_gbm_beats_the_floor_and_its_registered_model_and_card_reproduce
     from mlflow.tracking import MlflowClient
 
     from emo_pipeline.core.metrics import clip_distribution
-    from emo_pipeline.storage.tracking import tracking_uri
+    from emo_pipeline.storage.tracking import tracking_store, tracking_uri
 
     result, root = materialized
     by_key = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("feature_gbm")}
@@ -170,8 +170,8 @@ def test_feature_gbm_beats_the_floor_and_its_registered_model_and_card_reproduce
     assert card.kind == "features" and card.clip == metadata["floor"].value
     assert tuple(card.options["families"]) == FAMILIES
     # The registered version, with the card's floor, gives the table's distributions from the features...
-    mlflow.set_tracking_uri(uri)
-    registered = mlflow.sklearn.load_model(f"models:/feature_gbm_model/{version.version}")
+    with tracking_store(root / "mlflow"):
+        registered = mlflow.sklearn.load_model(f"models:/feature_gbm_model/{version.version}")
     np.testing.assert_allclose(clip_distribution(registered.predict(features), card.clip),
                                table[list(PROB_COLUMNS)].to_numpy(), atol=1e-9)
     # ... and `predict` computes the features of image files as the table did and gives the same.

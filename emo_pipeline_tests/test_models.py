@@ -375,6 +375,8 @@ def test_download_offline_fails_in_one_line_naming_the_file_and_where(monkeypatc
         monkeypatch.setenv(var, proxy)
     for var in ("NO_PROXY", "no_proxy"):
         monkeypatch.delenv(var, raising=False)
+    # urlopen builds its opener once, with the proxies of that moment: this one must not outlive the test.
+    monkeypatch.setattr(urllib.request, "_opener", None)
     url = torchvision.models.VGG19_BN_Weights.DEFAULT.url
     expected = offline_torch_home / "hub" / "checkpoints" / "vgg19_bn-c79401a0.pth"
     with pytest.raises(WeightsDownloadFailed) as error:

@@ -174,7 +174,7 @@ def test_mlflow_artifacts_and_registered_models_live_in_s3(s3: dict[str, str], t
     from emo_pipeline.models import build_model
     from emo_pipeline.storage.mlflow_models import log_stored_torch_model
     from emo_pipeline.storage.model_store import ModelCard, load_torch_model, save_torch_model
-    from emo_pipeline.storage.tracking import ensure_experiment, tracking_uri
+    from emo_pipeline.storage.tracking import ensure_experiment, tracking_store
 
     root = f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}/mlflow"
     torch.manual_seed(0)
@@ -194,8 +194,8 @@ def test_mlflow_artifacts_and_registered_models_live_in_s3(s3: dict[str, str], t
     assert not (tmp_path / "mlflow" / "artifacts").exists()
     assert weights.stat().st_nlink == 1
 
-    mlflow.set_tracking_uri(tracking_uri(tmp_path / "mlflow"))
-    loaded = mlflow.pyfunc.load_model("models:/tiny_model/1")
+    with tracking_store(tmp_path / "mlflow"):
+        loaded = mlflow.pyfunc.load_model("models:/tiny_model/1")
     model, _ = load_torch_model(store, "tiny")
     with torch.inference_mode():
         np.testing.assert_allclose(loaded.predict(x.numpy()), model(x).numpy(), atol=1e-6)

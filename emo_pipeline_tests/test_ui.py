@@ -36,7 +36,7 @@ from emo_pipeline_tests.conftest import pipeline_env
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-proxy-server",
 ]
 GROUPS = ("raw", "image_models", "datasets", "objects", "scenes")
 RAW_ASSETS = {
@@ -49,6 +49,8 @@ SERVER_STOP_GRACE_S = 20
 RUN_TIMEOUT_S = 300  # the raw group's 25 steps take about 1 minute idle, 2.5 minutes loaded
 UI_TIMEOUT_MS = 60_000
 VIEWPORT = {"width": 1600, "height": 1000}
+# The server is on loopback: no proxy from the environment (a test may have set one) sits in between.
+LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def _why_no_chromium() -> str:
@@ -81,7 +83,7 @@ class Server:
         body = json.dumps({"query": query, "variables": variables or {}}).encode()
         request = urllib.request.Request(f"{self.url}/graphql", data=body,
                                          headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with LOOPBACK.open(request, timeout=30) as response:
             answer = json.load(response)
         assert "errors" not in answer, f"GraphQL errors: {answer['errors']}"
         return answer["data"]
@@ -191,18 +193,20 @@ def dagster_ui(world: Path, tmp_path: Path) -> Iterator[Server]:
     server = Server(url=f"http://127.0.0.1:{port}", port=port, process=process, log=log)
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        last_error: Exception | None = None
         while True:
             if process.poll() is not None:
                 pytest.fail(f"dagster dev exited with {process.returncode} before answering:\n{server.log_tail()}")
             try:
-                with urllib.request.urlopen(f"{server.url}/server_info", timeout=5) as response:
+                with LOOPBACK.open(f"{server.url}/server_info", timeout=5) as response:
                     if response.status == 200:
                         break
-            except (urllib.error.URLError, OSError):
-                pass
+            except (urllib.error.URLError, OSError) as error:
+                last_error = error
             if time.monotonic() > deadline:
                 pytest.fail(f"dagster dev did not answer on {server.url}/server_info within "
-                            f"{SERVER_START_TIMEOUT_S} s:\n{server.log_tail()}")
+                            f"{SERVER_START_TIMEOUT_S} s (last error: {last_error!r}; proxies: "
+                            f"{urllib.request.getproxies()}):\n{server.log_tail()}")
             time.sleep(1)
         yield server
     finally:

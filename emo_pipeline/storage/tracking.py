@@ -9,6 +9,7 @@ MLflow writes and reads them there itself.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -37,15 +38,30 @@ def ensure_experiment(mlflow_dir: Path, name: str, artifact_root: str | None = N
 
 
 @contextlib.contextmanager
+def tracking_store(mlflow_dir: Path) -> Iterator[str]:
+    """The project's store as MLflow's tracking URI for a block, the previous one restored afterwards:
+    MLflow keeps it in MLFLOW_TRACKING_URI, which every later subprocess would otherwise inherit."""
+    import mlflow
+
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = tracking_uri(mlflow_dir)
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield uri
+    finally:
+        mlflow.set_tracking_uri(previous)  # None unsets the variable again
+
+
+@contextlib.contextmanager
 def mlflow_run(mlflow_dir: Path, experiment: str, run_name: str, tags: Mapping[str, str],
                artifact_root: str | None = None) -> Iterator[object]:
     """An active MLflow run in the project's store, tagged (e.g. with the Dagster run id and asset key)."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri(mlflow_dir))
-    experiment_id = ensure_experiment(mlflow_dir, experiment, artifact_root)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags)) as run:
-        yield run
+    with tracking_store(mlflow_dir):
+        experiment_id = ensure_experiment(mlflow_dir, experiment, artifact_root)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags)) as run:
+            yield run
 
 
 def tag_model_version(name: str, version: str | int | None, tags: Mapping[str, str] | None) -> None:
