@@ -5,7 +5,17 @@ import warnings
 
 import dagster as dg
 
-from emo_pipeline.defs import automation, datasets, detection, image_emotion, objects, reproduction, scenes, sources
+from emo_pipeline.defs import (
+    automation,
+    datasets,
+    detection,
+    image_emotion,
+    objects,
+    recovery,
+    reproduction,
+    scenes,
+    sources,
+)
 from emo_pipeline.defs.shared.resources import (
     DataRoots,
     MLflowResource,
@@ -48,7 +58,7 @@ def _stages() -> dg.Definitions:
     """Every stage's assets and checks, and the jobs, schedule and sensors. Every asset with an
     upstream follows it (automation.FOLLOW_UPSTREAM); the source tables do not."""
     merged = dg.Definitions.merge(sources.defs, image_emotion.defs, detection.defs, datasets.defs, objects.defs,
-                                  scenes.defs, reproduction.defs, automation.defs)
+                                  scenes.defs, reproduction.defs, recovery.defs, automation.defs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)  # map_asset_specs is marked preview in 1.13
         return merged.map_asset_specs(func=automation.follow_upstream)

@@ -278,6 +278,8 @@ def key_figure(asset: str, metadata: Mapping[str, Any]) -> str:
         return f"{m['members']}: " + _against("test KL", m["test_kl"], m["test_train_mean_kl"], "train mean", True)
     if "test_kl" in m and "test_train_mean_kl" in m:
         return _against("test KL", m["test_kl"], m["test_train_mean_kl"], "train mean", True)
+    if "figures_met" in m:
+        return f"planted truth: {m['figures_met']} of {m['figures']} figures reach their targets"
     if "images_predicted" in m:
         return f"{m['images_predicted']:,} images predicted by {m.get('model', '?')}" + (
             f", {m['images_kept_from_earlier_run']:,} kept" if m.get("images_kept_from_earlier_run") else "")
@@ -451,6 +453,23 @@ def _best_model(home) -> str:
             "(the lowest; dataset B is predicted with it).")
 
 
+def _planted_truth(home) -> str:
+    """How many planted-truth figures reach their targets, per stage (empty on real data)."""
+    from emo_pipeline.storage.warehouse import Warehouse
+
+    try:
+        store = Warehouse(home.warehouse, home.tables)
+        table = store.read_table("planted_truth_recovery") if store.has_table("planted_truth_recovery") else None
+    except (FileNotFoundError, OSError, ValueError):
+        return ""
+    if table is None or table.empty:
+        return ""
+    stages = table.groupby("stage", sort=False)["met"].agg(["sum", "size"])
+    per_stage = ", ".join(f"{stage} {int(row['sum'])} of {int(row['size'])}" for stage, row in stages.iterrows())
+    return (f"Planted truth recovered: {int(table['met'].sum())} of {len(table)} figures reach their targets "
+            f"({per_stage}).")
+
+
 def _command(name: str) -> str:
     """How to call one of this environment's commands from the current folder."""
     path = Path(sys.executable).with_name(name)
@@ -475,6 +494,9 @@ def _summary(terminal: Terminal, plan: Plan, records: list[RunRecord], began: fl
     best = _best_model(home)
     if best:
         terminal.line(best)
+    planted = _planted_truth(home)
+    if planted:
+        terminal.line(planted)
     if job == DEFAULT_JOB:
         terminal.line(f"Not in the demo: {', '.join(PAPER_MODELS)} (the paper's large models; "
                       f"`{_command('emo-pipeline')} demo --job paper_models_job` trains them, for a GPU or a "
@@ -493,6 +515,8 @@ def _summary(terminal: Terminal, plan: Plan, records: list[RunRecord], began: fl
     terminal.line("  make mlflow-ui   # MLflow: parameters, training curves and registered versions of every model")
     terminal.line(f'  {cli} sql "SELECT model, split, kl, chebyshev FROM emotion_distribution_metrics '
                   'ORDER BY split, kl"')
+    if planted:
+        terminal.line(f'  {cli} sql "SELECT stage, figure, value, target, met FROM planted_truth_recovery"')
     terminal.line(f"  {cli} objects --joy 0.7 --surprise 0.3 -k 10")
     terminal.line(f"  {cli} scene --joy 0.8 --surprise 0.2 --out scenes/")
     terminal.line(f"Full Dagster event log: {log_path}")

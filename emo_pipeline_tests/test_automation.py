@@ -83,7 +83,7 @@ def test_jobs_select_what_their_names_say():
     evaluation_group = {k.to_user_string() for k in GRAPH.get_all_asset_keys()
                         if GRAPH.get(k).group_name == "evaluation"}
     assert evaluation_group == {"dominant_emotion_accuracy", "emotion_distribution_metrics", "paper_comparison",
-                                "multi_split_evaluation"}
+                                "planted_truth_recovery", "multi_split_evaluation"}
     # The multi-split evaluation refits every model several times: by hand only, never automated.
     assert _job_assets("evaluation_job") == evaluation_group - {"multi_split_evaluation"} | {
         "object_emotion_metrics", "emotion_object_metrics", "scene_fidelity"}

@@ -87,6 +87,11 @@ def _torch_outputs(card: ModelCard, models_dir: Path, paths: list[str], options:
     return forward_batches(forward, loader, options.device, progress)
 
 
+# Starting the feature workers costs 2-3 s (fork + exec, OpenCV and scikit-image imported again), the
+# time of about a hundred images: a small batch (a dataset B shard of the demo world) is computed here.
+POOL_FROM_IMAGES = 200
+
+
 def _feature_outputs(card: ModelCard, models_dir: Path, paths: list[str], options: RunOptions,
                      progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
     from emo_pipeline.image_emotion.features import FeatureConfig, feature_table
@@ -94,7 +99,8 @@ def _feature_outputs(card: ModelCard, models_dir: Path, paths: list[str], option
     estimator, _ = load_sklearn_model(models_dir, card.name)
     config = FeatureConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in card.options.items()})
     keys = [str(i) for i in range(len(paths))]
-    table = feature_table(zip(keys, paths), config, workers=options.workers,
+    workers = options.workers if len(paths) >= POOL_FROM_IMAGES else 1
+    table = feature_table(zip(keys, paths), config, workers=workers,
                           progress=progress).features.set_index("image_key")
     readable = np.array([k in table.index for k in keys])
     outputs = np.full((len(paths), len(EMOTIONS)), np.nan)

@@ -14,6 +14,7 @@ ensemble rebuild models from these files alone, without Dagster or MLflow.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -141,17 +142,25 @@ def save_sklearn_model(models_dir: Path, card: ModelCard, estimator: object) -> 
 
 def load_sklearn_model(models_dir: Path, name: str) -> tuple[object, ModelCard]:
     """Load a skops file, trusting only the types scikit-learn and numpy models are made of."""
-    import skops.io
-
     card = load_card(models_dir, name)
     path = Path(models_dir) / f"{name}.skops"
     if not path.is_file():
         raise ModelNotFound(f"{path}: the model file of {name!r} is missing")
+    stat = path.stat()
+    return _load_skops(str(path), stat.st_mtime_ns, stat.st_size), card
+
+
+# A boosted model takes about a second to load, and dataset B is predicted shard by shard; the file's
+# time and size in the key make a rewritten model load again.
+@functools.lru_cache(maxsize=4)
+def _load_skops(path: str, mtime_ns: int, size: int) -> object:
+    import skops.io
+
     untrusted = skops.io.get_untrusted_types(file=path)
     unexpected = [t for t in untrusted if not t.startswith(("sklearn.", "numpy.", "scipy."))]
     if unexpected:
         raise ValueError(f"{path}: refuses to load unexpected types {unexpected[:5]}")
-    return skops.io.load(path, trusted=untrusted), card
+    return skops.io.load(path, trusted=untrusted)
 
 
 def card_version(models_dir: Path, name: str) -> str:
