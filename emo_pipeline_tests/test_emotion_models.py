@@ -110,6 +110,8 @@ def test_the_paper_recipe_starts_from_the_frameworks_initialisation_without_a_fl
     assert torch.equal(output_layer(reference).bias, output_layer(fitted.model).bias.cpu())
     # No floor is tried, so none is applied.
     assert fitted.clip == 0.0 and set(fitted.clip_scores) == {0.0}
+    # Nor are the predictions averaged with the mirror images: the improved recipe's addition.
+    assert config.flip_tta is False and EmotionModelConfig("small_cnn", size=16).flip_tta is True
 
 
 # --- the prediction floor ------------------------------------------------------------------------------------

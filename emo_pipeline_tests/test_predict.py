@@ -88,6 +88,22 @@ def test_predict_matches_the_model_and_applies_the_card_floor(saved):
     assert prediction.distributions.min() >= 0.02 / (1 + 7 * 0.02) - 1e-9
 
 
+def test_a_mirror_averaged_card_predicts_a_picture_and_its_mirror_alike(saved, tmp_path):
+    models_dir, model, images, _ = saved
+    save_torch_model(models_dir, ModelCard("mirrored", "image", "small_cnn", 32, flip_tta=True), model)
+    save_torch_model(models_dir, ModelCard("unmirrored", "image", "small_cnn", 32), model)
+    mirror = tmp_path / "mirror.png"
+    Image.open(images[0]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirror)
+    original = tmp_path / "original.png"  # lossless, like the mirror, so the two hold the same pixels
+    Image.open(images[0]).save(original)
+    plain = predict_images([original, mirror], "unmirrored", models_dir).distributions
+    averaged = predict_images([original, mirror], "mirrored", models_dir).distributions
+    assert np.abs(plain[0] - plain[1]).max() > 1e-4  # the model itself tells them apart
+    np.testing.assert_allclose(averaged[0], averaged[1], atol=1e-9)
+    # The mean of the model's outputs for the two (neither card has a floor).
+    np.testing.assert_allclose(averaged[:1], metrics.clip_distribution((plain[:1] + plain[1:]) / 2, 0.0), atol=1e-6)
+
+
 def test_predict_command_prints_json_and_names_the_unreadable_file(saved, capsys):
     models_dir, _, images, broken = saved
     code = main(["predict", str(images[0]), str(broken), "--model", "small_cnn", "--json", "--models", str(models_dir)])

@@ -8,7 +8,14 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from emo_pipeline.core import metrics
-from emo_pipeline.core.train_loop import CheckpointMismatch, TrainConfig, predict, seed_everything, train
+from emo_pipeline.core.train_loop import (
+    CheckpointMismatch,
+    TrainConfig,
+    make_scheduler,
+    predict,
+    seed_everything,
+    train,
+)
 
 
 def distribution_data(n: int, seed: int) -> TensorDataset:
@@ -38,8 +45,9 @@ def test_trained_model_beats_the_train_mean_baseline(tmp_path: Path):
     assert metrics.chebyshev(truth, predicted).mean() < 0.7 * metrics.chebyshev(truth, baseline).mean()
 
 
-def test_a_crashed_run_resumes_to_the_same_weights(tmp_path: Path):
-    config = TrainConfig(epochs=6, lr=0.05, batch_size=32, patience=10)
+@pytest.mark.parametrize("schedule, ema_decay", [("constant", 0.0), ("onecycle", 0.9), ("cosine", 0.0)])
+def test_a_crashed_run_resumes_to_the_same_weights(tmp_path: Path, schedule: str, ema_decay: float):
+    config = TrainConfig(epochs=6, lr=0.05, batch_size=32, patience=10, schedule=schedule, ema_decay=ema_decay)
     uninterrupted = make_model()
     train(uninterrupted, TRAIN, VAL, nn.functional.mse_loss, config, tmp_path / "a", log=lambda _: None)
 
@@ -76,3 +84,45 @@ def test_a_checkpoint_of_another_configuration_is_refused(tmp_path: Path):
     with pytest.raises(CheckpointMismatch, match="another configuration"):
         train(make_model(), TRAIN, VAL, nn.functional.mse_loss, TrainConfig(epochs=1, lr=0.5), tmp_path,
               log=lambda _: None)
+
+
+def test_the_schedules_shape_the_learning_rate_over_every_batch(tmp_path: Path):
+    steps_per_epoch = 256 // 32
+    seen: dict[str, list[float]] = {}
+    for schedule in ("constant", "onecycle", "cosine"):
+        model = make_model()
+        config = TrainConfig(epochs=5, lr=0.05, batch_size=32, patience=10, schedule=schedule)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        scheduler = make_scheduler(optimizer, config, steps_per_epoch)
+        rates = []
+        for _ in range(config.epochs * steps_per_epoch):
+            rates.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+        seen[schedule] = rates
+    assert set(seen["constant"]) == {0.05}
+    peak = max(range(len(seen["onecycle"])), key=seen["onecycle"].__getitem__)
+    assert seen["onecycle"][peak] == pytest.approx(0.05) and 0.25 < peak / len(seen["onecycle"]) < 0.35
+    assert seen["onecycle"][0] < 0.05 / 20 and seen["onecycle"][-1] < 1e-5
+    assert seen["cosine"][0] == 0.05 and seen["cosine"][-1] < 0.001
+    assert all(a >= b for a, b in zip(seen["cosine"], seen["cosine"][1:]))
+
+
+def test_the_moving_average_is_what_is_validated_and_kept(tmp_path: Path):
+    model = make_model()
+    config = TrainConfig(epochs=4, lr=0.05, batch_size=32, patience=10, ema_decay=0.99)
+    result = train(model, TRAIN, VAL, nn.functional.mse_loss, config, tmp_path, log=lambda _: None)
+    # The kept weights give the best validation loss the run recorded (those of the average).
+    kept = nn.functional.mse_loss(predict(model, VAL), VAL.tensors[1]).item()
+    assert kept == pytest.approx(result.best_val_loss, rel=1e-5)
+    # With decay .99 over 32 steps the average still leans on the initial weights: worse than the raw model.
+    raw = make_model()
+    train(raw, TRAIN, VAL, nn.functional.mse_loss, TrainConfig(epochs=4, lr=0.05, batch_size=32, patience=10),
+          tmp_path / "raw", log=lambda _: None)
+    assert nn.functional.mse_loss(predict(raw, VAL), VAL.tensors[1]).item() < kept
+
+
+def test_an_unknown_schedule_is_refused():
+    with pytest.raises(ValueError, match="schedule 'linear': choose one of constant, onecycle, cosine"):
+        TrainConfig(schedule="linear")

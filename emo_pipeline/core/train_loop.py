@@ -10,6 +10,9 @@
   same weights as a run that was never interrupted. A checkpoint of another configuration is refused
   rather than silently mixed in.
 - Early stopping on the validation loss with `patience`; the best weights are restored at the end.
+- Optional, per batch: a one-cycle or cosine learning-rate schedule (`schedule`) and an exponential
+  moving average of the weights (`ema_decay`), which is then what is validated and kept; both are
+  checkpointed with the run.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from emo_pipeline.core.atomic import atomic_output
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+SCHEDULES = ("constant", "onecycle", "cosine")
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,14 @@ class TrainConfig:
     num_workers: int = 0
     optimizer: str = "adam"   # adam | adagrad
     lr_decay: float = 0.0     # adagrad's learning-rate decay
+    schedule: str = "constant"  # constant | onecycle | cosine: the learning rate over the batches of `epochs`
+    ema_decay: float = 0.0    # > 0: validate and keep an exponential moving average of the weights
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1), not {self.ema_decay}")
 
     def fingerprint(self, model: nn.Module) -> str:
         """Identifies a run: the configuration plus the model's architecture."""
@@ -85,6 +97,19 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     raise ValueError(f"optimizer {config.optimizer!r}: choose adam or adagrad")
 
 
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The learning rate per batch: one-cycle (warm up over the first 30% of the steps to `lr`, then
+    anneal), cosine from `lr` to 0, or None for a constant rate. Planned over every epoch of the
+    configuration: a run that stops early stops partway along it."""
+    total = max(1, config.epochs * steps_per_epoch)
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total)
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    return None
+
+
 def _global_rng_state(device: torch.device) -> dict[str, torch.Tensor]:
     """torch's global random state, which dropout and other random layers draw from."""
     state = {"cpu": torch.get_rng_state()}
@@ -109,7 +134,9 @@ BatchTransform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 def _run_epoch(model: nn.Module, loader: DataLoader, loss_fn: LossFn, device: torch.device,
                optimizer: torch.optim.Optimizer | None, augment: BatchTransform | None = None,
-               generator: torch.Generator | None = None) -> float:
+               generator: torch.Generator | None = None,
+               scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+               average: torch.optim.swa_utils.AveragedModel | None = None) -> float:
     training = optimizer is not None
     model.train(training)
     total, count = 0.0, 0
@@ -123,6 +150,10 @@ def _run_epoch(model: nn.Module, loader: DataLoader, loss_fn: LossFn, device: to
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                if average is not None:
+                    average.update_parameters(model)
             total += float(loss.detach()) * len(inputs)
             count += len(inputs)
     return total / max(count, 1)
@@ -160,6 +191,13 @@ def train(
                               num_workers=config.num_workers)
     val_loader = DataLoader(val_data, batch_size=config.batch_size, num_workers=config.num_workers)
 
+    scheduler = make_scheduler(optimizer, config, len(train_loader))
+    # With ema_decay the averaged weights are validated, kept as the best and handed back.
+    average = (torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+        if config.ema_decay > 0 else None)
+    evaluated = average.module if average is not None else model
+
     history: list[EpochRecord] = []
     best_val, best_epoch, start = math.inf, 0, 1
     if last_path.is_file():
@@ -170,6 +208,10 @@ def train(
                 "delete the folder to start afresh")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        if average is not None:
+            average.load_state_dict(state["average"])
         generator.set_state(state["generator"].cpu())  # map_location may have moved it to the device
         if "rng" in state:  # absent from checkpoints written before it was saved
             _set_global_rng_state(state["rng"], device)
@@ -184,17 +226,20 @@ def train(
         if stopped_early:
             break
         began = time.perf_counter()
-        train_loss = _run_epoch(model, train_loader, loss_fn, device, optimizer, augment, generator)
-        val_loss = _run_epoch(model, val_loader, loss_fn, device, None)
+        train_loss = _run_epoch(model, train_loader, loss_fn, device, optimizer, augment, generator, scheduler,
+                                average)
+        val_loss = _run_epoch(evaluated, val_loader, loss_fn, device, None)
         record = EpochRecord(epoch, train_loss, val_loss, time.perf_counter() - began)
         history.append(record)
         improved = val_loss < best_val
         if improved:
             best_val, best_epoch = val_loss, epoch
-            _save({"model": model.state_dict(), "epoch": epoch, "val_loss": val_loss}, best_path)
+            _save({"model": evaluated.state_dict(), "epoch": epoch, "val_loss": val_loss}, best_path)
         _save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
                "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
                "rng": _global_rng_state(device),
+               **({"scheduler": scheduler.state_dict()} if scheduler is not None else {}),
+               **({"average": average.state_dict()} if average is not None else {}),
                "history": [asdict(h) for h in history], "best_val": best_val, "best_epoch": best_epoch},
               last_path)
         log(f"epoch {epoch}/{config.epochs}: train loss {train_loss:.5f}, val loss {val_loss:.5f}"

@@ -20,7 +20,13 @@ from torch.nn import functional as F
 
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
 from emo_pipeline.core.metrics import clip_distribution
-from emo_pipeline.image_emotion.inference import forward_batches, image_loader, prepare, unreadable_reason
+from emo_pipeline.image_emotion.inference import (
+    MirrorAveraged,
+    forward_batches,
+    image_loader,
+    prepare,
+    unreadable_reason,
+)
 from emo_pipeline.storage.model_store import (
     ModelCard,
     available_models,
@@ -67,6 +73,9 @@ def _torch_outputs(card: ModelCard, models_dir: Path, paths: list[str], options:
 
     model, _ = load_torch_model(models_dir, card.name)
     model = prepare(model, options.device)
+    # As at training time: a classifier's logits are averaged, then the softmax taken.
+    if card.flip_tta and card.kind == "image":
+        model = MirrorAveraged(model)
     if card.kind == "esm_resnet":
         fcn, fcn_card = load_torch_model(models_dir, card.esm_model or "")
         fcn = prepare(fcn, options.device)

@@ -20,6 +20,8 @@ Two recipes (`EmotionModelConfig.recipe`), each a bundle of settings (`RECIPE_SE
     validation (0 always among the candidates, so it can never make validation KL worse) and applied
     to every split. The chosen floor is returned, to be stored with the model for later predictions.
   - Augmentation (`augment`): random horizontal flips and shifts of each training batch.
+  - Mirror averaging (`flip_tta`, image models only): each prediction is the mean of the model's
+    outputs for the image and for its horizontal mirror (logits for a classifier).
 
 A setting given explicitly wins over the recipe's value; `recipe_summary` names the departures.
 """
@@ -42,6 +44,7 @@ from emo_pipeline.core.digests import frame_fingerprint
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
 from emo_pipeline.core.train_loop import TrainConfig, TrainResult, predict, seed_everything, train
 from emo_pipeline.image_emotion.image_data import ImageTargets, augment_batch
+from emo_pipeline.image_emotion.inference import MirrorAveraged
 from emo_pipeline.models import WeightsInfo, build_model
 
 LOSSES = ("mse", "kl", "ce")
@@ -57,6 +60,11 @@ RECIPE_SETTINGS: dict[str, dict[str, Any]] = {
                  "clip_grid": metrics.CLIP_GRID},
 }
 RECIPES = tuple(RECIPE_SETTINGS)
+# The image models add one setting to the bundles: the mirror-averaged prediction.
+IMAGE_RECIPE_SETTINGS: dict[str, dict[str, Any]] = {
+    "paper": {**RECIPE_SETTINGS["paper"], "flip_tta": False},
+    "improved": {**RECIPE_SETTINGS["improved"], "flip_tta": True},
+}
 
 
 def expand_recipe(config: Any) -> None:
@@ -92,10 +100,10 @@ def recipe_summary(config: Any) -> str:
 
 @dataclass(frozen=True)
 class EmotionModelConfig:
-    """An image -> emotion model's settings. `augment`, `output_bias`, `output_weight_scale` and
-    `clip_grid` come from `recipe` unless given (None: the recipe's value)."""
+    """An image -> emotion model's settings. `augment`, `output_bias`, `output_weight_scale`,
+    `clip_grid` and `flip_tta` come from `recipe` unless given (None: the recipe's value)."""
 
-    RECIPE_SETTINGS: ClassVar[dict[str, dict[str, Any]]] = RECIPE_SETTINGS
+    RECIPE_SETTINGS: ClassVar[dict[str, dict[str, Any]]] = IMAGE_RECIPE_SETTINGS
 
     model: str
     size: int
@@ -109,6 +117,7 @@ class EmotionModelConfig:
     output_bias: str | None = None      # one of OUTPUT_BIAS
     output_weight_scale: float | None = None  # with train_mean: factor on the last layer's initial weights
     clip_grid: tuple[float, ...] | None = None  # floors tried on validation; (0.0,) turns clipping off
+    flip_tta: bool | None = None        # predict each image as the mean over it and its mirror image
 
     def __post_init__(self) -> None:
         expand_recipe(self)
@@ -261,8 +270,9 @@ def fit_emotion_model(
     )
 
     probs = {}
+    predictor = MirrorAveraged(model) if config.flip_tta else model
     for name in parts:
-        outputs = predict(model, data[name], device=device)
+        outputs = predict(predictor, data[name], device=device)
         probs[name] = (torch.softmax(outputs, dim=1) if config.loss == "ce" else outputs).numpy().astype(np.float64)
     val_true = parts["val"][list(PROB_COLUMNS)].to_numpy(dtype=np.float64)
     grid = tuple(sorted({0.0, *config.clip_grid}))

@@ -38,6 +38,7 @@ class ModelCard:
                              # objects_emotion: the word-vector size; emotion_objects: 7)
     options: dict = field(default_factory=dict)  # builder kwargs needed to rebuild the model
     clip: float = 0.0        # floor applied to the predicted distribution before renormalising (0: none)
+    flip_tta: bool = False   # image models: the output averaged over the image and its mirror image
     esm_model: str | None = None    # esm_resnet: the card of the FCN that gives its maps
     esm_size: int | None = None     # esm_resnet: the side the FCN is run at
     members: tuple[str, ...] = ()   # ensemble: the cards it averages

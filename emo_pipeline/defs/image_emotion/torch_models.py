@@ -68,8 +68,8 @@ def emotion_model_asset(name: str) -> dg.AssetsDefinition:
             run.log_distribution_fit(fitted, labels)
             # The card lets `emo-pipeline predict`, the ensemble and dataset B rebuild the model alone.
             card = ModelCard(name=name, kind="image", architecture=settings.model, size=settings.size,
-                             options=fitted.options or {}, clip=fitted.clip, profile=run.profile,
-                             weights_source=fitted.weights.source)
+                             options=fitted.options or {}, clip=fitted.clip, flip_tta=bool(settings.flip_tta),
+                             profile=run.profile, weights_source=fitted.weights.source)
             run.publish_torch(card, fitted.model, torch.zeros(2, 3, settings.size, settings.size).numpy())
         predictions_path = store.write_table(predictions_key, fitted.predictions)
         context.log.info(f"{name}: finished; weights at {run.saved}, checkpoints removed")
