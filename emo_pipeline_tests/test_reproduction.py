@@ -68,3 +68,66 @@ def test_fig14_rows_read_the_mlp_and_baseline_losses_on_the_papers_target(tmp_pa
     train, note = _object_loss(store, rows["mlp_a_train"])
     assert train == pytest.approx(0.004) and "best validation epoch (2)" in note  # not the last, nor times_area's
     assert _object_loss(store, rows["mlp_b_val"])[0] is None  # dataset B has no MLP on the paper's target
+
+
+def _handful(world: Path, out: Path, per_folder: int = 4) -> Path:
+    """A copy of `world`'s Emotion6 and EmotionROI with `per_folder` pictures of each keyword folder."""
+    import shutil
+
+    e6 = out / "Emotion6"
+    header, *rows = (world / "Emotion6" / "ground_truth.txt").read_text(encoding="utf-8").splitlines()
+    kept = [row for row in rows if int(row.split("/")[1].split(".")[0]) <= per_folder]
+    for row in kept:
+        name = row.split("\t")[0]
+        (e6 / "images" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(world / "Emotion6" / "images" / name, e6 / "images" / name)
+    (e6 / "ground_truth.txt").write_text("\n".join([header, *kept]) + "\n", encoding="utf-8")
+    roi = out / "EmotionROI"
+    for split_file in ("training", "testing"):
+        names = (world / "EmotionROI" / "training_testing_split" / f"{split_file}.txt").read_text().split()
+        names = [n for n in names if int(n.split("/")[1].split(".")[0]) <= 2 * per_folder]
+        for name in names:
+            for folder in ("images", "ground_truth"):
+                (roi / folder / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(world / "EmotionROI" / folder / name, roi / folder / name)
+        target = roi / "training_testing_split" / f"{split_file}.txt"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("\n".join(names) + "\n")
+    shutil.copytree(world / "VG", out / "VG")  # read by nothing here, but a data root must exist
+    return out
+
+
+@pytest.mark.slow
+def test_reproduce_paper_trains_every_paper_model_and_fills_the_report(world: Path, tmp_path: Path):
+    """The paper profile's whole path, 224 px included, one epoch on a handful of images on the CPU:
+    what a GPU run of `reproduce_paper` does, so that it cannot break unseen."""
+    from emo_pipeline.definitions import defs
+    from emo_pipeline.defs.reproduction import reproduce_paper
+    from emo_pipeline.defs.shared.resources import ModelStoreResource
+    from emo_pipeline.storage.warehouse import Warehouse
+    from emo_pipeline_tests.materialize import materialize, project_resources
+
+    small = _handful(world, tmp_path / "world")
+    resources = project_resources(small, tmp_path, models=ModelStoreResource(root=str(tmp_path / "home"),
+                                                                              profile="paper"))
+    job = defs.resolve_job_def("reproduce_paper")
+    training = [node.name for node in job.graph.node_defs
+                if node.config_schema and "epochs" in getattr(node.config_schema.config_type, "fields", {})]
+    assert set(training) == {"alexnet", "alexnet_classifier", "vgg19_bn", "resnet101", "small_cnn_classifier",
+                             "esm_model", "esm_resnet"}
+    keys = reproduce_paper.selection.resolve(defs.resolve_asset_graph())
+    result = materialize(resources, keys, run_config={"ops": {n: {"config": {"epochs": 1}} for n in training}})
+    assert result.success
+    metadata = {e.materialization.asset_key.to_user_string(): e.materialization.metadata
+                for e in result.get_asset_materialization_events()}
+    assert metadata["resnet101_model"]["recipe"].value == "paper"
+
+    table = Warehouse(tmp_path / "warehouse").read_table("paper_comparison").set_index("id")
+    image_rows = table[table["figure"].isin(["Fig. 6", "Fig. 7"]) | table["section"].str.startswith("§5.1")]
+    assert len(image_rows) == 16 + 4 + 6
+    assert image_rows["ours_paper"].notna().all(), image_rows[image_rows["ours_paper"].isna()]["note"].to_dict()
+    # Only the paper's recipe ran: the improved column stays empty, except for the SVM, which has no recipe.
+    with_recipe = image_rows["model"] != "svm"
+    assert image_rows.loc[with_recipe, "ours_improved"].isna().all()
+    assert image_rows.loc[~with_recipe, "ours_improved"].notna().all()
+    assert image_rows.loc[with_recipe, "note"].str.contains("without ImageNet weights").all()
