@@ -22,7 +22,7 @@ from emo_pipeline.defs import detection
 from emo_pipeline.defs.shared.resources import TorchDeviceResource
 from emo_pipeline.detection import ultralytics_offline, yolo_dataset
 from emo_pipeline.detection.detect import DETECTION_COLUMNS
-from emo_pipeline.synthetic import grammar
+from emo_pipeline.synthetic import grammar, recovery
 from emo_pipeline_tests.materialize import materialize, project_resources
 
 SEED = 3
@@ -107,35 +107,12 @@ def _metadata(result, key: str) -> dict:
     return {k: v.value for k, v in events[key].materialization.metadata.items()}
 
 
-def _iou(a: tuple, b: tuple) -> float:
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
-
-
-def planted_recall(detections: pd.DataFrame, scenes: dict, names: set[str], iou: float = 0.5) -> tuple[int, int]:
-    """Planted objects (of the detector's classes) matched by a detection of the same name at IoU >= `iou`;
-    each detection matches at most one object, most confident first. Returns (matched, planted)."""
-    found = detections.dropna(subset=["object"]).sort_values("confidence", ascending=False)
-    by_image = {key: list(group[["object", "x", "y", "w", "h"]].itertuples(index=False, name=None))
-                for key, group in found.groupby("image_key", sort=False)}
-    matched = planted = 0
-    for key, scene in scenes.items():
-        candidates = by_image.get(key, [])
-        used: set[int] = set()
-        for obj in scene["objects"]:
-            if obj["name"] not in names:
-                continue
-            planted += 1
-            truth = (obj["x"], obj["y"], obj["w"], obj["h"])
-            for i, (name, *box) in enumerate(candidates):
-                if i not in used and name == obj["name"] and _iou(truth, tuple(box)) >= iou:
-                    used.add(i)
-                    matched += 1
-                    break
-    return matched, planted
+def planted_recall(detections: pd.DataFrame, world: Path, names: set[str]) -> tuple[int, int]:
+    """Planted objects of the detector's classes `names` matched one to one by a detection of the same
+    name at IoU >= 0.5 (`planted_truth_recovery`'s measure). Returns (matched, planted)."""
+    recall = recovery.planted_object_recall(world, detections)
+    chosen = recall[recall["object"].isin(names)]
+    return int(chosen["recovered"].sum()), int(chosen["planted"].sum())
 
 
 @pytest.mark.slow
@@ -201,12 +178,12 @@ def test_trained_detector_finds_planted_objects_on_held_out_images(runs):
     shifted = table.assign(image_key=table["image_key"].map(dict(zip(keys, keys[1:] + keys[:1]))))
     recalls = {}
     for group, names in (("all", classes), ("bands", bands), ("foreground", classes - bands)):
-        matched, planted = planted_recall(table, scenes, names)
+        matched, planted = planted_recall(table, runs["world"], names)
         recalls[group] = matched / planted
-        recalls[f"{group}_shifted"] = planted_recall(shifted, scenes, names)[0] / planted
+        recalls[f"{group}_shifted"] = planted_recall(shifted, runs["world"], names)[0] / planted
         print(f"{group}: recall {matched}/{planted} = {recalls[group]:.3f}, "
               f"shifted {recalls[f'{group}_shifted']:.3f}")
-    assert planted_recall(table, scenes, classes)[1] > 500
+    assert planted_recall(table, runs["world"], classes)[1] > 500
     assert recalls["all"] > RECALL_FLOOR
     assert recalls["all"] > recalls["all_shifted"] + 0.05
     assert recalls["bands"] > recalls["bands_shifted"] + 0.15

@@ -28,7 +28,7 @@ def test_the_planted_boxes_are_recovered_whole_and_boxes_beside_them_not_at_all(
     assert (perfect["recall"] == 1.0).all()
     assert perfect["planted"].sum() == len(truth)
 
-    rows = {r["figure"]: r for r in recovery.detector_rows(perfect, len(perfect))}
+    rows = {r["figure"]: r for r in recovery.detector_rows(perfect)}
     assert rows["planted objects recovered (recall)"]["met"]
     assert rows["object kinds recovered"]["value"] == len(perfect) >= recovery.DETECTOR_KINDS_TARGET
 

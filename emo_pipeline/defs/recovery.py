@@ -45,7 +45,7 @@ def planted_truth_recovery(context: dg.AssetExecutionContext, data_roots: DataRo
     top1 = float(metrics.loc[(metrics["model"] == best) & (metrics["split"] == "test"), "top1"].iloc[0])
     majority = float(accuracy.loc[(accuracy["model"] == MAJORITY) & (accuracy["split"] == "test"), "accuracy"].iloc[0])
     agreement = recovery.dominant_agreement(world, store.read_table("dataset_b"))
-    rows = [*recovery.detector_rows(recall, len(recall)),
+    rows = [*recovery.detector_rows(recall),
             *recovery.image_model_rows(best, top1, majority),
             *recovery.agreement_rows(agreement),
             *recovery.top_object_rows(world, store.read_table("top_objects_per_emotion"))]
