@@ -143,7 +143,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from emo_pipeline.demo import DemoError, run_demo
+    from emo_pipeline.defs.automation.demo import DemoError, run_demo
 
     with refusing(DemoError):
         return run_demo(job=args.job, select=args.select)

@@ -1,4 +1,4 @@
-"""Jobs, the weekly schedule, the data-roots sensor and the automation conditions (defs/automation.py).
+"""Jobs, the weekly schedule, the data-roots sensor and the automation conditions (defs/automation/).
 
 The automation conditions are evaluated on a copy of the real graph whose assets and checks do nothing
 but report success (same keys, dependencies, partitions, conditions and blocking checks), so that the

@@ -12,8 +12,8 @@ import dagster as dg
 import pytest
 
 from emo_pipeline.core.home import PROJECT_ROOT
+from emo_pipeline.defs.automation.demo import plan_runs
 from emo_pipeline.defs.shared.resources import DataRoots
-from emo_pipeline.demo import plan_runs
 from emo_pipeline.sources.fingerprints import content_fingerprint
 from emo_pipeline_tests.conftest import environ, pipeline_env
 

@@ -3,14 +3,12 @@
 Each asset calls a library reader, writes Parquet through the warehouse, refreshes the DuckDB views
 and attaches row counts, schemas, previews and plots. The blocking checks live in `checks.py`.
 
-Data versions: each table's is `source_data_version`, the reader's code version and the content
-fingerprint of the folder it read (`emo_pipeline.sources.fingerprints.content_fingerprint`), known
-before reading. Reading unchanged files again (the synthetic world written again byte for byte) gives
-the same version, so Dagster keeps everything downstream fresh; `emo-pipeline demo` compares it with
-the latest materialization's to decide whether a data set needs reading at all.
+Data versions: each table's is `source_data_version` (`defs/shared/source_versions.py`), the reader's
+code version and the content fingerprint of the folder it read, known before reading. Reading
+unchanged files again (the synthetic world written again byte for byte) gives the same version, so
+Dagster keeps everything downstream fresh; `emo-pipeline demo` compares it with the latest
+materialization's to decide whether a data set needs reading at all.
 """
-
-from pathlib import Path
 
 import dagster as dg
 
@@ -18,28 +16,15 @@ from emo_pipeline.core.plots import emotion_profile_png, split_png
 from emo_pipeline.core.rejection import rejections_frame
 from emo_pipeline.core.splits import stratified_split
 from emo_pipeline.defs.shared.metadata import png_metadata, rejected_metadata, table_metadata
-from emo_pipeline.defs.shared.publisher import code_version
 from emo_pipeline.defs.shared.resources import DataRoots, WarehouseResource
+from emo_pipeline.defs.shared.source_versions import READER_CODE_VERSIONS, source_data_version
 from emo_pipeline.sources import emotion6 as emotion6_source
 from emo_pipeline.sources import emotionroi as emotionroi_source
 from emo_pipeline.sources.emotion6 import TIE_RULE, read_emotion6
 from emo_pipeline.sources.emotionroi import read_emotionroi
-from emo_pipeline.sources.fingerprints import content_fingerprint
-from emo_pipeline.sources.visual_genome import VG_TABLES, aliases, ingest_visual_genome, reader, schemas, sql, streaming
+from emo_pipeline.sources.visual_genome import VG_TABLES, ingest_visual_genome
 
 GROUP = "raw"
-
-# The code that turns each data set's files into tables: a change to it reads the data set again.
-READER_CODE_VERSIONS = {
-    "emotion6": code_version(emotion6_source, with_profile=False),
-    "emotionroi": code_version(emotionroi_source, emotion6_source, with_profile=False),
-    "visual_genome": code_version(reader, streaming, sql, aliases, schemas, with_profile=False),
-}
-
-
-def source_data_version(data_set: str, root: Path) -> dg.DataVersion:
-    """What reading `root` with the data set's reader gives: its code version and the folder's content."""
-    return dg.DataVersion(f"{READER_CODE_VERSIONS[data_set]}-{content_fingerprint(root).digest[:20]}")
 
 
 def _spec(name: str, description: str, data_set: str) -> dg.AssetSpec:

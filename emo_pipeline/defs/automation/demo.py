@@ -12,7 +12,7 @@ Stale is Dagster's own notion, the one behind the UI's "Stale" label: the asset'
 changed (a model's training code or profile settings, see `defs.shared.publisher.code_version`),
 or an input's data version differs from the one recorded with its latest materialization. The raw
 tables have no inputs inside Dagster: their data version is the content of the folder they read
-(`defs.sources.assets.source_data_version`), computed here again and compared with the recorded one.
+(`defs.shared.source_versions.source_data_version`), computed here again and compared with the recorded one.
 
 The runs use the job's own executor (multiprocess, two steps at a time). Everything they and their
 step processes print goes to the log file; the terminal gets this module's lines.
@@ -110,7 +110,7 @@ def _changed_sources(instance: dg.DagsterInstance, keys: set[dg.AssetKey], data_
     """The raw tables among `keys` whose folder's content (or reader) differs from what they last read,
     with why; and every raw table looked at."""
     from emo_pipeline.defs.automation import DATA_SETS
-    from emo_pipeline.defs.sources.assets import READER_CODE_VERSIONS, source_data_version
+    from emo_pipeline.defs.shared.source_versions import READER_CODE_VERSIONS, source_data_version
 
     changed: dict[dg.AssetKey, str] = {}
     looked: set[dg.AssetKey] = set()
