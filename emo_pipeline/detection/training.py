@@ -57,7 +57,8 @@ class DetectorSettings:
 # the synthetic world. 16 epochs at 128 px, measured on the demo world (seed 0, one thread): 83 CPU-s,
 # validation mAP50 .139, against 153 CPU-s and .058 for 20 epochs at 160 px (whose Emotion6
 # detections were three quarters one class); 12 epochs at 128 px: 64 CPU-s, .085; 20: 99 CPU-s, .161.
-# Paper: the real Visual Genome at ultralytics' usual size and recipe, for a GPU.
+# `paper` profile: the paper ran a pretrained YOLO (§3.4), which is the user's weights (`weights_path`);
+# without them this profile trains on the real Visual Genome at ultralytics' usual size and recipe, for a GPU.
 DETECTOR_PROFILES = {
     "demo": DetectorSettings(epochs=16, imgsz=128, batch=8, validate_each_epoch=False, optimizer="AdamW",
                              lr0=0.005, warmup_epochs=0.5, mosaic=0.0, close_mosaic=0),
