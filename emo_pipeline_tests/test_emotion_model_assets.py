@@ -11,9 +11,9 @@ from emo_pipeline.definitions import defs
 from emo_pipeline.storage.model_store import load_torch_model
 from emo_pipeline_tests.materialize import materialize, project_resources
 
-MODELS = ("small_cnn", "small_cnn_classifier", "resnet18")
+MODELS = ("small_cnn", "small_cnn_classifier", "compact_cnn", "resnet18")
 
-# Three torch models trained as assets (minutes on two cores): test_emotion_models.py covers the same
+# Four torch models trained as assets (minutes on two cores): test_emotion_models.py covers the same
 # training code in the fast loop.
 pytestmark = pytest.mark.slow
 
@@ -35,9 +35,9 @@ def test_models_train_and_beat_the_train_mean_on_validation(materialized):
     result, resources = materialized
     assert result.success
     table = resources["warehouse"].get().read_table("emotion_distribution_metrics").set_index(["model", "split"])
-    assert set(table.index.get_level_values("model")) == {"train_mean", "small_cnn", "resnet18"}
+    assert set(table.index.get_level_values("model")) == {"train_mean", "small_cnn", "compact_cnn", "resnet18"}
     baseline = table.loc[("train_mean", "val")]
-    for model in ("small_cnn", "resnet18"):
+    for model in ("small_cnn", "compact_cnn", "resnet18"):
         row = table.loc[(model, "val")]
         assert row["chebyshev"] < baseline["chebyshev"] and row["kl"] < baseline["kl"], model
     checks = result.get_asset_check_evaluations()

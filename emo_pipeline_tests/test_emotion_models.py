@@ -1,6 +1,7 @@
 """Training recipe of the image -> emotion models: output bias at the train mean, the prediction floor
 chosen on validation, the small CNN at other sizes; and the feature-based ridge model."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from PIL import Image
 
 from emo_pipeline.core import metrics
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
+from emo_pipeline.core.profiles import emotion_model_config
 from emo_pipeline.core.splits import stratified_split
 from emo_pipeline.core.train_loop import TrainConfig
 from emo_pipeline.image_emotion.feature_ridge import FeatureRidgeConfig, fit_feature_ridge
@@ -60,7 +62,7 @@ def image_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame,
 
 # --- output bias -------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, size", [("small_cnn", 32), ("small_cnn", 64), ("resnet18", 32)])
+@pytest.mark.parametrize("name, size", [("small_cnn", 32), ("small_cnn", 64), ("compact_cnn", 64), ("resnet18", 32)])
 def test_bias_init_makes_an_untrained_model_predict_the_mean(name: str, size: int) -> None:
     torch.manual_seed(0)
     model, _ = build_model(name, pretrained="none", input_size=size)
@@ -230,9 +232,13 @@ def test_no_test_label_takes_part_in_the_ridge_or_the_cnn(image_world, tmp_path:
     assert ridge[0].best == ridge[1].best and ridge[0].scores["test"] != ridge[1].scores["test"]
 
     labels, split = image_world
-    config = EmotionModelConfig("small_cnn", size=16, loss="mse", training=TrainConfig(epochs=2, batch_size=8, lr=1e-3),
-                                workers=1)
-    cnn = [fit_emotion_model(frame, split, config, tmp_path / name, log=_quiet)
-           for name, frame in (("as_given", labels), ("relabelled", _relabel_test(labels, split)))]
-    pd.testing.assert_frame_equal(cnn[0].predictions, cnn[1].predictions)
-    assert cnn[0].clip == cnn[1].clip
+    small = EmotionModelConfig("small_cnn", size=16, loss="mse", training=TrainConfig(epochs=2, batch_size=8, lr=1e-3),
+                               workers=1)
+    compact = dataclasses.replace(emotion_model_config("compact_cnn", "demo"), size=16, workers=1,
+                                  training=TrainConfig(epochs=2, batch_size=8, lr=2e-3, weight_decay=0.05,
+                                                       optimizer="adamw", schedule="onecycle"))
+    for config in (small, compact):
+        cnn = [fit_emotion_model(frame, split, config, tmp_path / config.model / name, log=_quiet)
+               for name, frame in (("as_given", labels), ("relabelled", _relabel_test(labels, split)))]
+        pd.testing.assert_frame_equal(cnn[0].predictions, cnn[1].predictions)
+        assert cnn[0].clip == cnn[1].clip

@@ -51,6 +51,29 @@ def test_augmentation_is_seeded_and_keeps_shapes():
     assert torch.equal(first, again) and not torch.equal(first, other)
 
 
+def test_resized_crops_cover_at_least_the_asked_share_of_the_picture():
+    # Each pixel holds its own column (channel 0) and row (channel 1): a crop's spread of values is the
+    # window it was cut from, flipped or not (bilinear resizing reaches the window's edge pixels).
+    side, n = 32, 200
+    ys, xs = torch.meshgrid(torch.arange(side, dtype=torch.float32), torch.arange(side, dtype=torch.float32),
+                            indexing="ij")
+    batch = torch.stack([xs, ys, torch.zeros_like(xs)]).expand(n, 3, side, side).contiguous()
+    crops = augment_batch(batch, torch.Generator().manual_seed(0), crop_scale=0.5)
+    assert crops.shape == batch.shape
+    widths = crops[:, 0].amax(dim=(1, 2)) - crops[:, 0].amin(dim=(1, 2)) + 1
+    heights = crops[:, 1].amax(dim=(1, 2)) - crops[:, 1].amin(dim=(1, 2)) + 1
+    assert crops.min() >= 0 and crops.max() <= side - 1  # inside the picture: no padding
+    area = widths * heights / side**2
+    assert area.min() >= 0.5 - 2 / side and area.max() <= 1.0 + 1e-5  # rounding of the sides aside
+    assert area.min() < 0.6 and (area < 0.95).float().mean() > 0.8  # a range of windows, not the picture
+    inside = (widths < side) & (heights < side)  # windows not cut back at the border keep their aspect
+    assert ((widths / heights)[inside] - 1).abs().max() <= 1 / 3 + 2 / side
+    # Flipped crops run right to left.
+    mirrored = crops[:, 0, 0, 0] > crops[:, 0, 0, -1]
+    assert 0.3 < mirrored.float().mean() < 0.7
+    assert torch.equal(crops, augment_batch(batch, torch.Generator().manual_seed(0), crop_scale=0.5))
+
+
 def test_maps_are_single_channel_in_unit_range(images: list[Path], tmp_path: Path):
     maps = []
     for i in range(3):

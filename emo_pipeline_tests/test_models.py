@@ -67,13 +67,14 @@ def _resnet18_state(seed: int = 123) -> dict[str, torch.Tensor]:
 # --- the registry -------------------------------------------------------------------------------------
 
 # Light sizes for the big networks keep this file fast on a CPU; the paper's 224 is exercised where cheap.
-TEST_SIZES = {"small_cnn": 32, "small_cnn_classifier": 32, "alexnet": 224, "alexnet_classifier": 64,
-              "vgg19_bn": 64, "resnet101": 112, "resnet18": 224}
+TEST_SIZES = {"small_cnn": 32, "small_cnn_classifier": 32, "compact_cnn": 48, "alexnet": 224,
+              "alexnet_classifier": 64, "vgg19_bn": 64, "resnet101": 112, "resnet18": 224}
 
 
 def test_registry_sizes() -> None:
     assert set(TEST_SIZES) == set(MODEL_NAMES)
     assert input_size("small_cnn") == input_size("small_cnn_classifier") == 32
+    assert input_size("compact_cnn") == 64
     assert all(input_size(n) == 224 for n in ("alexnet", "alexnet_classifier", "vgg19_bn", "resnet101", "resnet18"))
     assert all(min_input_size(n) <= input_size(n) for n in MODEL_NAMES)
     with pytest.raises(ValueError, match="unknown model"):

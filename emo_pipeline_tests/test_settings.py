@@ -136,6 +136,13 @@ def test_an_unknown_recipe_is_refused_with_the_choices():
         ESMConfig(recipe="fancy")
 
 
+def test_a_crop_share_outside_the_picture_is_refused_through_the_overrides():
+    compact = EMOTION_MODELS["demo"]["compact_cnn"]
+    assert apply_overrides(compact, EmotionModelOverrides(crop_scale=0.8)).crop_scale == 0.8
+    with pytest.raises(ValueError, match=r"crop_scale must lie in \[0, 1\], not 1.5"):
+        apply_overrides(compact, EmotionModelOverrides(crop_scale=1.5))
+
+
 def test_a_recipe_run_config_reaches_the_settings_through_dagster():
     seen = {}
 

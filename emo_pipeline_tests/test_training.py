@@ -123,6 +123,9 @@ def test_the_moving_average_is_what_is_validated_and_kept(tmp_path: Path):
     assert nn.functional.mse_loss(predict(raw, VAL), VAL.tensors[1]).item() < kept
 
 
-def test_an_unknown_schedule_is_refused():
+def test_an_unknown_schedule_or_optimizer_is_refused(tmp_path: Path):
     with pytest.raises(ValueError, match="schedule 'linear': choose one of constant, onecycle, cosine"):
         TrainConfig(schedule="linear")
+    with pytest.raises(ValueError, match="optimizer 'sgd': choose adam, adamw or adagrad"):
+        train(make_model(), TRAIN, VAL, nn.functional.mse_loss, TrainConfig(optimizer="sgd"), tmp_path,
+              log=lambda _: None)

@@ -44,7 +44,7 @@ class TrainConfig:
     patience: int = 5
     seed: int = 0
     num_workers: int = 0
-    optimizer: str = "adam"   # adam | adagrad
+    optimizer: str = "adam"   # adam | adamw | adagrad
     lr_decay: float = 0.0     # adagrad's learning-rate decay
     schedule: str = "constant"  # constant | onecycle | cosine: the learning rate over the batches of `epochs`
     ema_decay: float = 0.0    # > 0: validate and keep an exponential moving average of the weights
@@ -91,10 +91,12 @@ def seed_everything(seed: int) -> None:
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":  # decoupled weight decay
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adagrad":
         return torch.optim.Adagrad(model.parameters(), lr=config.lr, lr_decay=config.lr_decay,
                                    weight_decay=config.weight_decay)
-    raise ValueError(f"optimizer {config.optimizer!r}: choose adam or adagrad")
+    raise ValueError(f"optimizer {config.optimizer!r}: choose adam, adamw or adagrad")
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,

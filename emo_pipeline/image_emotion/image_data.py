@@ -8,6 +8,7 @@ much smaller than the file, which is several times faster than a full decode.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -53,8 +54,10 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
     return x if batched else x[0]
 
 
-def augment_batch(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random horizontal flips and shifts by up to 1/8 of the side (reflect padding), per image.
+def augment_batch(images: torch.Tensor, generator: torch.Generator, crop_scale: float = 0.0) -> torch.Tensor:
+    """Random horizontal flips, then per image either a shift by up to 1/8 of the side (reflect
+    padding) or, with `crop_scale` > 0, a random resized crop: a window covering between `crop_scale`
+    and all of the picture's area, of aspect ratio 3:4 to 4:3, scaled back to the full side.
 
     Applied by the training loop with its own generator, whose state is checkpointed, so that a
     resumed run draws the same augmentations as an uninterrupted one.
@@ -62,10 +65,28 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator) -> torch.Ten
     n, _, side, _ = images.shape
     flip = torch.rand(n, generator=generator) < 0.5
     images = torch.where(flip.view(n, 1, 1, 1), images.flip(-1), images)
+    if crop_scale > 0:
+        return _resized_crops(images, generator, crop_scale)
     pad = max(1, side // 8)
     padded = torch.nn.functional.pad(images, (pad, pad, pad, pad), mode="reflect")
     offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator).tolist()
     return torch.stack([padded[i, :, dy:dy + side, dx:dx + side] for i, (dx, dy) in enumerate(offsets)])
+
+
+def _resized_crops(images: torch.Tensor, generator: torch.Generator, crop_scale: float) -> torch.Tensor:
+    n, _, side, _ = images.shape
+    area = torch.empty(n).uniform_(crop_scale, 1.0, generator=generator)
+    log_ratio = torch.empty(n).uniform_(math.log(3 / 4), math.log(4 / 3), generator=generator)
+    widths = (side * torch.sqrt(area * log_ratio.exp())).round().clamp(1, side).long()
+    heights = (side * torch.sqrt(area / log_ratio.exp())).round().clamp(1, side).long()
+    corners = torch.rand(n, 2, generator=generator)
+    crops = []
+    for i in range(n):
+        w, h = int(widths[i]), int(heights[i])
+        x0, y0 = int(corners[i, 0] * (side - w + 1)), int(corners[i, 1] * (side - h + 1))
+        window = images[i:i + 1, :, y0:y0 + h, x0:x0 + w]
+        crops.append(torch.nn.functional.interpolate(window, size=(side, side), mode="bilinear", align_corners=False))
+    return torch.cat(crops)
 
 
 class ImageTargets(Dataset):

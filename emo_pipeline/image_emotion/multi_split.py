@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # the fit functions bring scikit-learn and torch: imported wh
 FEATURE_MODELS = ("feature_ridge", "feature_gbm")
 ENSEMBLE = "ensemble"
 TRAIN_MEAN = "train_mean"
-DEFAULT_MODELS = ("feature_ridge", "feature_gbm", "small_cnn", ENSEMBLE)
+DEFAULT_MODELS = ("feature_ridge", "feature_gbm", "compact_cnn", ENSEMBLE)
 SHOWN = ("chebyshev", "bhattacharyya", "kl", "kl_reverse", "mse", "top1")
 
 

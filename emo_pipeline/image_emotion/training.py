@@ -19,7 +19,8 @@ Two recipes (`EmotionModelConfig.recipe`), each a bundle of settings (`RECIPE_SE
     annotator chose, so each prediction p becomes max(p, floor) renormalised, with the floor chosen on
     validation (0 always among the candidates, so it can never make validation KL worse) and applied
     to every split. The chosen floor is returned, to be stored with the model for later predictions.
-  - Augmentation (`augment`): random horizontal flips and shifts of each training batch.
+  - Augmentation (`augment`): random horizontal flips and shifts of each training batch (random
+    resized crops instead of shifts where a model sets `crop_scale`).
   - Mirror averaging (`flip_tta`, image models only): each prediction is the mean of the model's
     outputs for the image and for its horizontal mirror (logits for a classifier).
 
@@ -29,6 +30,7 @@ A setting given explicitly wins over the recipe's value; `recipe_summary` names 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +120,7 @@ class EmotionModelConfig:
     output_weight_scale: float | None = None  # with train_mean: factor on the last layer's initial weights
     clip_grid: tuple[float, ...] | None = None  # floors tried on validation; (0.0,) turns clipping off
     flip_tta: bool | None = None        # predict each image as the mean over it and its mirror image
+    crop_scale: float = 0.0             # > 0: augment with random resized crops of at least this share of the area
 
     def __post_init__(self) -> None:
         expand_recipe(self)
@@ -130,6 +133,8 @@ class EmotionModelConfig:
         if any(not 0 <= floor < 1 / len(EMOTIONS) for floor in self.clip_grid):
             # A floor of 1/7 or more turns every prediction into the uniform distribution.
             raise ValueError(f"clip_grid floors must lie in [0, 1/{len(EMOTIONS)}), got {self.clip_grid}")
+        if not 0 <= self.crop_scale <= 1:
+            raise ValueError(f"crop_scale must lie in [0, 1], not {self.crop_scale}")
 
     def with_recipe(self, recipe: str) -> EmotionModelConfig:
         return apply_recipe(self, recipe)
@@ -266,7 +271,8 @@ def fit_emotion_model(
         init_output_bias(model, mean, weight_scale=config.output_weight_scale)
     result = train(
         model, data["train"], data["val"], loss_function(config.loss),
-        config.training, checkpoint_dir, device=device, log=log, augment=augment_batch if config.augment else None,
+        config.training, checkpoint_dir, device=device, log=log,
+        augment=functools.partial(augment_batch, crop_scale=config.crop_scale) if config.augment else None,
     )
 
     probs = {}

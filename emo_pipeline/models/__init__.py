@@ -5,8 +5,9 @@ untrained network a model card describes (the registry from a card's kind to its
 `emo_pipeline.storage.model_store` to load saved weights into: loading a model needs no training code.
 
 `build_model(name)` gives the image -> emotion models that take one (N, 3, S, S) batch and return
-(N, 7): the small CNN and the ImageNet architectures, as distribution models (softmax, MSE) or
-dominant-emotion classifiers (`*_classifier`, logits for cross-entropy). The two ESM models have
+(N, 7): the small CNN, the compact CNN (ours, not the paper's) and the ImageNet architectures, as
+distribution models (softmax, MSE) or dominant-emotion classifiers (`*_classifier`, logits for
+cross-entropy). The two ESM models have
 their own builders: `build_fcn8s` (image -> stimuli map) and `build_esm_resnet` (image and map ->
 distribution).
 
@@ -32,6 +33,7 @@ from emo_pipeline.models.backbones import (
     cache_path,
     emotion_backbone,
 )
+from emo_pipeline.models.compact_cnn import CompactCNN
 from emo_pipeline.models.emotion_objects_mlp import EmotionObjectMLP
 from emo_pipeline.models.esm_resnet import ESMResNet, MapInput, build_esm_resnet
 from emo_pipeline.models.fcn8s import FCN8s, build_fcn8s
@@ -42,6 +44,7 @@ __all__ = [
     "MODEL_NAMES",
     "PRETRAINED_MODES",
     "TORCH_KINDS",
+    "CompactCNN",
     "ESMResNet",
     "EmotionObjectMLP",
     "FCN8s",
@@ -66,7 +69,7 @@ EMOTION_OUTPUTS = 7
 
 @dataclass(frozen=True)
 class _Spec:
-    arch: str | None  # torchvision architecture, None for the small CNN
+    arch: str | None  # torchvision architecture, None for the from-scratch CNNs
     distribution: bool
     input_size: int
     min_input_size: int
@@ -76,6 +79,8 @@ _SPECS: dict[str, _Spec] = {
     # The small CNN is built for its input side (see build_model); two 2x2 poolings need at least 4.
     "small_cnn": _Spec(None, True, 32, 4),
     "small_cnn_classifier": _Spec(None, False, 32, 4),
+    # Pools adaptively after three 2x2 poolings; 64 px is the side its settings were chosen at.
+    "compact_cnn": _Spec(None, True, 64, 8),
     # AlexNet's stride-4 first layer and three poolings leave nothing below 63 px.
     "alexnet": _Spec("alexnet", True, 224, 64),
     "alexnet_classifier": _Spec("alexnet", False, 224, 64),
@@ -120,11 +125,11 @@ def build_model(
     """Model `name` with 7 outputs, and where its initial weights came from.
 
     `pretrained` (auto | required | download | none) and `weights_path` choose ImageNet weights as
-    described in `emo_pipeline.models.backbones`; only `download` touches the network. The small CNN
-    has no pretrained weights: it accepts only `auto` or `none` and no `weights_path`.
+    described in `emo_pipeline.models.backbones`; only `download` touches the network. The small and
+    compact CNNs have no pretrained weights: they accept only `auto` or `none` and no `weights_path`.
 
-    `input_size` builds the small CNN for that side (default 32, a multiple of 4). The torchvision
-    models do not depend on it: it is only checked against `min_input_size(name)`, so that a size
+    `input_size` builds the small CNN for that side (default 32, a multiple of 4). The compact CNN and
+    the torchvision models do not depend on it: it is only checked against `min_input_size(name)`, so that a size
     they cannot run at fails here rather than inside a forward pass.
     """
     spec = _spec(name)
@@ -135,8 +140,11 @@ def build_model(
     if spec.arch is None:
         if pretrained in ("required", "download") or weights_path is not None:
             raise ValueError(f"{name} has no pretrained weights; use pretrained='auto' or 'none' without weights_path")
-        model: nn.Module = SmallCNN(EMOTION_OUTPUTS, distribution=spec.distribution,
-                                    input_size=spec.input_size if input_size is None else input_size)
+        if name == "compact_cnn":
+            model: nn.Module = CompactCNN(EMOTION_OUTPUTS, distribution=spec.distribution)
+        else:
+            model = SmallCNN(EMOTION_OUTPUTS, distribution=spec.distribution,
+                             input_size=spec.input_size if input_size is None else input_size)
         return model, WeightsInfo(False, f"none: trained from scratch (no pretrained weights exist for {name})")
     return emotion_backbone(spec.arch, outputs=EMOTION_OUTPUTS, distribution=spec.distribution,
                             pretrained=pretrained, weights_path=weights_path)
