@@ -44,13 +44,15 @@ def test_all_definitions_load():
     assert {"dataset_b", "dataset_b_objects", "dataset_b_relationships", "objects_emotion_fc_b",
             "emotion_objects_mlp_b", "emotion_object_scores", "emotion_object_metrics"} <= after_shards
     assert {"objects_emotion_fc_a", "emotion_objects_mlp_a"} <= unsharded
-    # `make demo` (emo-pipeline demo) runs demo_job: every asset but the paper's large image models, which
-    # paper_models_job trains; what reads their predictions takes whichever models are materialized.
-    demo, paper = ({key.to_user_string() for key in defs.resolve_job_def(job).asset_layer.selected_asset_keys}
-                   for job in ("demo_job", "paper_models_job"))
+    # `make demo` (emo-pipeline demo) runs demo_job: every asset but the paper's large image models and the
+    # compact CNN, which paper_models_job and compact_cnn_job train; what reads their predictions takes
+    # whichever models are materialized.
+    demo, paper, compact = ({key.to_user_string() for key in defs.resolve_job_def(job).asset_layer.selected_asset_keys}
+                            for job in ("demo_job", "paper_models_job", "compact_cnn_job"))
     assert paper == {f"{m}_{part}" for m in ("alexnet", "alexnet_classifier", "vgg19_bn", "resnet101")
                      for part in ("model", "predictions")}
-    assert demo == keys - paper - by_hand
+    assert compact == {"compact_cnn_model", "compact_cnn_predictions"}
+    assert demo == keys - paper - compact - by_hand
     assert {"ensemble_model", "emotion_distribution_metrics", "dominant_emotion_accuracy", "feature_ridge_model",
             "feature_gbm_model", "feature_gbm_predictions"} <= demo
     # The gradient-boosted feature model is a candidate of the ensemble and scored by the evaluation table.

@@ -500,7 +500,8 @@ def _summary(terminal: Terminal, plan: Plan, records: list[RunRecord], began: fl
     if job == DEFAULT_JOB:
         terminal.line(f"Not in the demo: {', '.join(PAPER_MODELS)} (the paper's large models; "
                       f"`{_command('emo-pipeline')} demo --job paper_models_job` trains them, for a GPU or a "
-                      "patient CPU).")
+                      f"patient CPU), and compact_cnn (ours, minutes on a CPU: `{_command('emo-pipeline')} demo "
+                      "--job compact_cnn_job`).")
     warned = [c for record in records for c in record.warned_checks]
     if warned:
         terminal.line(f"Checks that warned (the graph went on): {', '.join(warned)}.")
