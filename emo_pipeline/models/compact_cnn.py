@@ -1,10 +1,10 @@
 """A compact from-scratch CNN for emotion distributions: four batch-normalised conv blocks, global
 average pooling and one linear layer.
 
-Not a model of the paper. Where the paper's small CNN (`small_cnn.py`) flattens its last feature map
-into a 512-wide fully connected layer (4 million weights at 64 px, most of them for memorising 1,386
-training images), this one averages it away, so the model has about 1.2 million weights whatever the
-input side and trains at 64 px on a CPU in minutes.
+Not a model of the paper. Where the small CNN (`small_cnn.py`, the paper's layout) flattens its last
+feature map into a 512-wide fully connected layer (8.4 million weights at 64 px, for 1,386 training
+images), this one averages it away, so the model has about 1.2 million weights whatever the input
+side and trains at 64 px on a CPU in minutes.
 """
 
 from __future__ import annotations
