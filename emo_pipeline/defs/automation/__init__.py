@@ -1,7 +1,7 @@
 """Jobs, the weekly schedule, the data-roots sensor and the automation conditions of the graph.
 
 `JOBS` (the whole graph as three runs around the 16 dataset B shards; raw, datasets, evaluation; the
-demo's graph and the paper's large image models, which it leaves out),
+demo's graph, and the paper's large image models and the compact CNN, which it leaves out),
 `FOLLOW_UPSTREAM`, `weekly_graph_schedule`, `data_roots_sensor` and `downstream_automation_sensor`
 (the schedule and sensors are off by default). How they work together: docs/operations.md.
 """
@@ -62,8 +62,14 @@ evaluation_job = dg.define_asset_job(
 # no better than it; validation KL within 6% of it). The ensemble and the evaluation tables use
 # whichever models are materialized, so the demo runs without them.
 PAPER_MODELS = ("alexnet", "alexnet_classifier", "vgg19_bn", "resnet101")
-PAPER_MODEL_ASSETS = dg.AssetSelection.assets(*(f"{name}_{part}" for name in PAPER_MODELS
-                                                for part in ("model", "predictions")))
+
+
+def _model_assets(*names: str) -> dg.AssetSelection:
+    """The model and predictions assets of each image model named."""
+    return dg.AssetSelection.assets(*(f"{name}_{part}" for name in names for part in ("model", "predictions")))
+
+
+PAPER_MODEL_ASSETS = _model_assets(*PAPER_MODELS)
 paper_models_job = dg.define_asset_job(
     "paper_models_job", selection=PAPER_MODEL_ASSETS,
     description="The paper's AlexNet (distribution and classifier), VGG19-BN and ResNet-101 on Emotion6, for a "
@@ -71,9 +77,10 @@ paper_models_job = dg.define_asset_job(
                 "and what is built on them up to date.")
 # This project's compact CNN: its 40 epochs at 64 px take about 8 minutes on the real Emotion6 and two of
 # the demo's five on the demo world (two busy cores), so it has a job of its own as well.
-COMPACT_CNN_ASSETS = dg.AssetSelection.assets("compact_cnn_model", "compact_cnn_predictions")
+COMPACT_CNN = "compact_cnn"
+COMPACT_CNN_ASSETS = _model_assets(COMPACT_CNN)
 compact_cnn_job = dg.define_asset_job(
-    "compact_cnn_job", selection=COMPACT_CNN_ASSETS,
+    f"{COMPACT_CNN}_job", selection=COMPACT_CNN_ASSETS,
     description="This project's compact CNN on Emotion6 (minutes on a CPU). Afterwards `emo-pipeline demo` brings "
                 "the ensemble, the evaluation tables and what is built on them up to date.")
 DEMO = dg.AssetSelection.all() - PAPER_MODEL_ASSETS - COMPACT_CNN_ASSETS - BY_HAND_SELECTION

@@ -480,7 +480,7 @@ def _command(name: str) -> str:
 
 
 def _summary(terminal: Terminal, plan: Plan, records: list[RunRecord], began: float, log_path: Path, job: str) -> None:
-    from emo_pipeline.defs.automation import PAPER_MODELS
+    from emo_pipeline.defs.automation import COMPACT_CNN, PAPER_MODELS
 
     home = emo_home()
     materialized = {name: md for record in records for name, md in record.materialized.items()}
@@ -500,8 +500,8 @@ def _summary(terminal: Terminal, plan: Plan, records: list[RunRecord], began: fl
     if job == DEFAULT_JOB:
         terminal.line(f"Not in the demo: {', '.join(PAPER_MODELS)} (the paper's large models; "
                       f"`{_command('emo-pipeline')} demo --job paper_models_job` trains them, for a GPU or a "
-                      f"patient CPU), and compact_cnn (ours, minutes on a CPU: `{_command('emo-pipeline')} demo "
-                      "--job compact_cnn_job`).")
+                      f"patient CPU), and {COMPACT_CNN} (ours, minutes on a CPU: `{_command('emo-pipeline')} demo "
+                      f"--job {COMPACT_CNN}_job`).")
     warned = [c for record in records for c in record.warned_checks]
     if warned:
         terminal.line(f"Checks that warned (the graph went on): {', '.join(warned)}.")
