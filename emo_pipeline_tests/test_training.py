@@ -12,9 +12,11 @@ from emo_pipeline.core.train_loop import (
     CheckpointMismatch,
     TrainConfig,
     make_scheduler,
+    native_bf16,
     predict,
     seed_everything,
     train,
+    training_precision,
 )
 
 
@@ -123,9 +125,77 @@ def test_the_moving_average_is_what_is_validated_and_kept(tmp_path: Path):
     assert nn.functional.mse_loss(predict(raw, VAL), VAL.tensors[1]).item() < kept
 
 
-def test_an_unknown_schedule_or_optimizer_is_refused(tmp_path: Path):
+def test_an_unknown_schedule_optimizer_or_precision_is_refused():
     with pytest.raises(ValueError, match="schedule 'linear': choose one of constant, onecycle, cosine"):
         TrainConfig(schedule="linear")
-    with pytest.raises(ValueError, match="optimizer 'sgd': choose adam, adamw or adagrad"):
-        train(make_model(), TRAIN, VAL, nn.functional.mse_loss, TrainConfig(optimizer="sgd"), tmp_path,
-              log=lambda _: None)
+    with pytest.raises(ValueError, match="optimizer 'sgd': choose one of adam, adamw, adagrad"):
+        TrainConfig(optimizer="sgd")
+    with pytest.raises(ValueError, match="precision 'fp16': choose one of fp32, bf16, auto"):
+        TrainConfig(precision="fp16")
+
+
+def image_data(n: int, seed: int) -> TensorDataset:
+    """8x8 pictures whose emotion distribution follows from their mean colour."""
+    g = torch.Generator().manual_seed(seed)
+    colour = torch.rand(n, 3, 1, 1, generator=g)
+    x = colour + 0.2 * torch.rand(n, 3, 8, 8, generator=g)
+    w = torch.randn(3, 7, generator=torch.Generator().manual_seed(99))
+    return TensorDataset(x, torch.softmax(colour.flatten(1) @ w * 3.0, dim=1))
+
+
+def make_cnn(seed: int = 0) -> nn.Module:
+    seed_everything(seed)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, 7), nn.Softmax(dim=1))
+
+
+def test_channels_last_trains_the_same_model_as_the_default_order(tmp_path: Path):
+    config = TrainConfig(epochs=3, lr=0.02, batch_size=16)
+    default, nhwc = make_cnn(), make_cnn()
+    train(default, image_data(64, 1), image_data(32, 2), nn.functional.mse_loss, config, tmp_path / "nchw",
+          log=lambda _: None)
+    train(nhwc, image_data(64, 1), image_data(32, 2), nn.functional.mse_loss,
+          TrainConfig(epochs=3, lr=0.02, batch_size=16, channels_last=True), tmp_path / "nhwc", log=lambda _: None)
+    assert nhwc[0].weight.is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(default.parameters(), nhwc.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_training_keeps_float32_weights_and_learns(tmp_path: Path):
+    train_data, val_data = image_data(256, 1), image_data(64, 2)
+    model = make_cnn()
+    result = train(model, train_data, val_data, nn.functional.mse_loss,
+                   TrainConfig(epochs=12, lr=0.02, batch_size=32, precision="bf16", channels_last=True),
+                   tmp_path, log=lambda _: None)
+    assert result.precision == "bf16"
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    truth = val_data.tensors[1].numpy()
+    predicted = predict(model, val_data)
+    assert predicted.dtype == torch.float32
+    baseline = metrics.train_mean_baseline(train_data.tensors[1].numpy(), len(truth))
+    assert metrics.chebyshev(truth, predicted.numpy()).mean() < 0.7 * metrics.chebyshev(truth, baseline).mean()
+
+
+def test_auto_precision_is_bf16_only_where_the_device_has_bf16_units(monkeypatch):
+    import emo_pipeline.core.train_loop as loop
+
+    assert training_precision(TrainConfig(), "cpu") == "fp32"
+    assert training_precision(TrainConfig(precision="bf16"), "cpu") == "bf16"
+    monkeypatch.setattr(loop, "native_bf16", lambda device: False)
+    assert training_precision(TrainConfig(precision="auto"), "cpu") == "fp32"
+    monkeypatch.setattr(loop, "native_bf16", lambda device: True)
+    assert training_precision(TrainConfig(precision="auto"), "cpu") == "bf16"
+
+
+def test_native_bf16_reads_the_cpu_flags(monkeypatch, tmp_path: Path):
+    import emo_pipeline.core.train_loop as loop
+
+    cpuinfo = tmp_path / "cpuinfo"
+    real_path = loop.Path
+    monkeypatch.setattr(loop, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    cpuinfo.write_text("flags\t\t: fpu avx2 avx512f avx512bw\n")
+    assert native_bf16("cpu") is False
+    cpuinfo.write_text("flags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert native_bf16("cpu") is True
+    cpuinfo.unlink()
+    assert native_bf16("cpu") is False  # no /proc/cpuinfo (macOS, Windows): fp32

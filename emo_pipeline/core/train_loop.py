@@ -13,6 +13,8 @@
 - Optional, per batch: a one-cycle or cosine learning-rate schedule (`schedule`) and an exponential
   moving average of the weights (`ema_decay`), which is then what is validated and kept; both are
   checkpointed with the run.
+- Speed: the training passes in bfloat16 autocast (`precision`) and image batches in channels-last
+  order (`channels_last`). The weights, their updates, validation and predictions stay float32.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from emo_pipeline.core.atomic import atomic_output
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 SCHEDULES = ("constant", "onecycle", "cosine")
+OPTIMIZERS = ("adam", "adamw", "adagrad")
+PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 where the device computes it natively (`native_bf16`)
 
 
 @dataclass(frozen=True)
@@ -48,10 +52,18 @@ class TrainConfig:
     lr_decay: float = 0.0     # adagrad's learning-rate decay
     schedule: str = "constant"  # constant | onecycle | cosine: the learning rate over the batches of `epochs`
     ema_decay: float = 0.0    # > 0: validate and keep an exponential moving average of the weights
+    # bf16: the training passes' forward in bfloat16 autocast, about twice as fast for convolutions on
+    # CPUs with AVX-512 bf16 and on recent GPUs; elsewhere emulated, and slower than fp32.
+    precision: str = "fp32"
+    channels_last: bool = False  # image batches and conv weights in NHWC order, which oneDNN's convolutions prefer
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), not {self.ema_decay}")
 
@@ -77,6 +89,29 @@ class TrainResult:
     resumed_from: int  # last finished epoch found in a checkpoint, 0 for a fresh run
     stopped_early: bool
     history: list[EpochRecord] = field(default_factory=list)
+    precision: str = "fp32"  # what the training passes ran in: fp32 or bf16
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether `device` computes bfloat16 natively: a CUDA GPU with bf16 units, or an x86 CPU whose
+    /proc/cpuinfo lists AVX-512 bf16 or AMX bf16 (anything else: False)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type != "cpu":
+        return False
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def training_precision(config: TrainConfig, device: torch.device | str) -> str:
+    """The precision `config.precision` means on `device`: fp32 or bf16."""
+    if config.precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return config.precision
 
 
 class CheckpointMismatch(RuntimeError):
@@ -96,7 +131,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     if config.optimizer == "adagrad":
         return torch.optim.Adagrad(model.parameters(), lr=config.lr, lr_decay=config.lr_decay,
                                    weight_decay=config.weight_decay)
-    raise ValueError(f"optimizer {config.optimizer!r}: choose adam, adamw or adagrad")
+    raise ValueError(f"optimizer {config.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
@@ -138,7 +173,8 @@ def _run_epoch(model: nn.Module, loader: DataLoader, loss_fn: LossFn, device: to
                optimizer: torch.optim.Optimizer | None, augment: BatchTransform | None = None,
                generator: torch.Generator | None = None,
                scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-               average: torch.optim.swa_utils.AveragedModel | None = None) -> float:
+               average: torch.optim.swa_utils.AveragedModel | None = None,
+               bf16: bool = False, channels_last: bool = False) -> float:
     training = optimizer is not None
     model.train(training)
     total, count = 0.0, 0
@@ -147,7 +183,11 @@ def _run_epoch(model: nn.Module, loader: DataLoader, loss_fn: LossFn, device: to
             if training and augment is not None:
                 inputs = augment(inputs, generator)
             inputs, targets = inputs.to(device), targets.to(device)
-            loss = loss_fn(model(inputs), targets)
+            if channels_last and inputs.dim() == 4:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                outputs = model(inputs)
+            loss = loss_fn(outputs.float(), targets)
             if training:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -182,6 +222,11 @@ def train(
     """
     device = torch.device(device)
     model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    precision = training_precision(config, device)
+    if precision != "fp32":
+        log(f"training passes in {precision} autocast ({config.precision})")
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
@@ -229,8 +274,8 @@ def train(
             break
         began = time.perf_counter()
         train_loss = _run_epoch(model, train_loader, loss_fn, device, optimizer, augment, generator, scheduler,
-                                average)
-        val_loss = _run_epoch(evaluated, val_loader, loss_fn, device, None)
+                                average, bf16=precision == "bf16", channels_last=config.channels_last)
+        val_loss = _run_epoch(evaluated, val_loader, loss_fn, device, None, channels_last=config.channels_last)
         record = EpochRecord(epoch, train_loss, val_loss, time.perf_counter() - began)
         history.append(record)
         improved = val_loss < best_val
@@ -256,7 +301,7 @@ def train(
     if best_path.is_file():
         model.load_state_dict(torch.load(best_path, map_location=device, weights_only=True)["model"])
     return TrainResult(best_epoch=best_epoch, best_val_loss=best_val, epochs_run=len(history),
-                       resumed_from=resumed_from, stopped_early=stopped_early, history=history)
+                       resumed_from=resumed_from, stopped_early=stopped_early, history=history, precision=precision)
 
 
 @torch.inference_mode()

@@ -105,6 +105,7 @@ def evaluate_splits(
         fitted: dict[str, pd.DataFrame] = {}
         for name in (m for m in models if m != ENSEMBLE):
             began = time.perf_counter()
+            note = ""
             if name == "feature_ridge":
                 paper = features[["image_key", *paper_columns]]
                 fitted[name] = fit_feature_ridge(paper, labels, split, ridge).predictions
@@ -112,10 +113,12 @@ def evaluate_splits(
                 fitted[name] = fit_feature_gbm(features, labels, split, gbm).predictions
             else:
                 with tempfile.TemporaryDirectory(prefix=f"{name}_seed{seed}_") as checkpoints:
-                    fitted[name] = fit_emotion_model(labels, split, torch_models[name], Path(checkpoints),
-                                                     device=device, log=lambda line: None).predictions
+                    fit = fit_emotion_model(labels, split, torch_models[name], Path(checkpoints), device=device,
+                                            log=lambda line: None)
+                fitted[name] = fit.predictions
+                note = f", trained in {fit.result.precision}"
             rows.append(_row(seed, name, time.perf_counter() - began, fitted[name], labels))
-            log(_line(rows[-1]))
+            log(_line(rows[-1]) + note)
         if ENSEMBLE in models:
             began = time.perf_counter()
             ensemble = fit_ensemble(labels, fitted)

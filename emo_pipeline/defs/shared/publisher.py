@@ -130,6 +130,7 @@ class TrainingRun:
         self.history = list(result.history)
         for record in self.history:
             mlflow_api.log_metrics({"train_loss": record.train_loss, "val_loss": record.val_loss}, step=record.epoch)
+        self.log_params({"training_precision": result.precision})
         if weights is not None:
             self.weights_info = weights
             self.log_params({"weights_source": weights.source, "pretrained_loaded": weights.pretrained})
@@ -208,7 +209,7 @@ class TrainingRun:
             out.update({"pretrained": self.weights_info.pretrained, "weights_source": self.weights_info.source})
         if self.result is not None:
             out.update({"best_epoch": self.result.best_epoch, "epochs_run": self.result.epochs_run,
-                        "resumed_from_epoch": self.result.resumed_from})
+                        "resumed_from_epoch": self.result.resumed_from, "training_precision": self.result.precision})
         if self.history:
             out["training_curve"] = png_metadata(training_curve_png(self.history, self.run_name), "training curve")
         out.update(extra or {})
