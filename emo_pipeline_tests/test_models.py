@@ -100,6 +100,20 @@ def test_each_model_gives_seven_outputs(name: str) -> None:
         assert torch.allclose(out.sum(dim=1), torch.ones(2), atol=1e-5)
 
 
+def test_compact_cnn_under_bf16_autocast_gives_a_float32_distribution() -> None:
+    model, _ = build_model("compact_cnn")
+    images = torch.randn(4, 3, 48, 48)
+    model.eval()
+    with torch.no_grad():
+        exact = model(images)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert model.features(images).dtype == torch.bfloat16  # the convolutions do run in bf16
+            mixed = model(images)
+    assert mixed.dtype == torch.float32
+    assert torch.allclose(mixed.sum(dim=1), torch.ones(4), atol=1e-6)
+    torch.testing.assert_close(mixed, exact, atol=0.02, rtol=0.0)  # bf16 keeps about 3 significant digits
+
+
 def test_alexnet_runs_at_its_minimum_size() -> None:
     model, _ = build_model("alexnet", pretrained="none")
     side = min_input_size("alexnet")

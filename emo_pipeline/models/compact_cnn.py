@@ -38,5 +38,9 @@ class CompactCNN(nn.Module):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(8 * w, outputs))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        scores = self.head(self.features(images))
+        features = self.features(images)
+        # Under bf16 autocast (TrainConfig.precision) the convolutions run in bfloat16; the linear layer
+        # and the softmax stay float32, so the distribution keeps float32 precision for the loss.
+        with torch.autocast(images.device.type, enabled=False):
+            scores = self.head(features.float())
         return torch.softmax(scores, dim=1) if self.distribution else scores
