@@ -17,6 +17,7 @@ import time
 import dagster as dg
 import numpy as np
 
+from emo_pipeline.core.digests import frame_fingerprint
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
 from emo_pipeline.core.plots import emotion_profile_png
 from emo_pipeline.core.profiles import dataset_b_images
@@ -98,7 +99,10 @@ def vg_emotion_predictions(context: dg.AssetExecutionContext, config: VGPredicti
                          f"({rate:.1f} images/s so far)")
     store.refresh_views()
     seconds = time.perf_counter() - began
-    return dg.MaterializeResult(metadata={
+    # The same model version over the same images gives the same predictions: a run that keeps every
+    # shard leaves dataset B, and what is trained on it, up to date.
+    version_of_data = dg.DataVersion(f"{model}-{version}-{frame_fingerprint(images[['image_id']])}")
+    return dg.MaterializeResult(data_version=version_of_data, metadata={
         "model": model,
         "model_version": version,
         "images_setting": "all" if count == ALL_IMAGES else count,
