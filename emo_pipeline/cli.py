@@ -142,6 +142,30 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_detector_pretrain(args: argparse.Namespace) -> int:
+    """Train the detector weights the demo starts from (emo_pipeline.detection.pretrained), one line per
+    epoch; the weights and their record (<out>.json) are written at the end."""
+    import dataclasses
+
+    from emo_pipeline.detection.pretrained import (
+        PRETRAINING_SEED,
+        PRETRAINING_SETTINGS,
+        pretrain_detector,
+        provenance_path,
+    )
+
+    settings = dataclasses.replace(PRETRAINING_SETTINGS, epochs=args.epochs or PRETRAINING_SETTINGS.epochs)
+    with refusing(OSError, context=f"cannot write the detector to {args.out}: "):
+        record = pretrain_detector(Path(args.out), seed=PRETRAINING_SEED if args.seed is None else args.seed,
+                                   settings=settings,
+                                   work=Path(args.work) if args.work else None,
+                                   log=lambda line: print(line, flush=True))
+    metrics = ", ".join(f"{name} {value:.3f}" for name, value in record["val_metrics"].items())
+    print(f"wrote {args.out} (sha256 {record['sha256']}) and {provenance_path(Path(args.out))} in "
+          f"{record['seconds']:.0f} s; validation: {metrics}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from emo_pipeline.defs.automation.demo import DemoError, run_demo
 
@@ -397,10 +421,19 @@ def build_parser() -> argparse.ArgumentParser:
     synth = commands.add_parser("synth", help="write the synthetic Emotion6 / EmotionROI / Visual Genome world")
     synth.add_argument("--out", required=True, help="folder to write Emotion6/, EmotionROI/ and VG/ into")
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--scale", choices=["demo", "vg-full"], default="demo")
+    synth.add_argument("--scale", choices=["demo", "vg-full", "detector-pretraining"], default="demo")
     synth.add_argument("--no-images", action="store_true",
                        help="skip the Visual Genome pictures (annotations only); Emotion6 and EmotionROI keep theirs")
     synth.set_defaults(run=cmd_synth)
+
+    pretrain = commands.add_parser(
+        "detector-pretrain", help="train the detector weights the demo ships with, on a synthetic world of their own",
+        description="e.g. emo-pipeline detector-pretrain --out emo_pipeline/detection/weights/yolo11n_synthetic.pt")
+    pretrain.add_argument("--out", required=True, help="the .pt to write; its record goes beside it (.json)")
+    pretrain.add_argument("--seed", type=int, help="the synthetic world's seed (default: the shipped weights', 1)")
+    pretrain.add_argument("--epochs", type=int, help="default: the shipped weights' epochs")
+    pretrain.add_argument("--work", help="keep the world, YOLO dataset and run folder here (default: removed)")
+    pretrain.set_defaults(run=cmd_detector_pretrain)
 
     demo = commands.add_parser("demo", help="materialize what is stale or missing in the demo's graph, a line per step",
                                description="Runs against the instance in $DAGSTER_HOME (`make demo` sets it up); "

@@ -83,9 +83,18 @@ def test_every_object_and_palette_is_drawable():
 
 
 def test_unknown_scale_is_refused(tmp_path: Path):
-    assert SCALES == ("demo", "vg-full")
+    assert SCALES == ("demo", "vg-full", "detector-pretraining")
     with pytest.raises(ValueError, match="scale"):
         write_world(tmp_path, scale="huge")
+
+
+def test_the_detector_pretraining_world_is_the_demo_with_ten_times_its_visual_genome(tmp_path: Path):
+    demo = write_world(tmp_path / "demo", seed=4, scale="demo", images=False)
+    large = write_world(tmp_path / "large", seed=4, scale="detector-pretraining", images=False)
+    assert (large.vg_images, demo.vg_images) == (3000, 300)
+    assert (large.emotion6 / "ground_truth.txt").read_bytes() == (demo.emotion6 / "ground_truth.txt").read_bytes()
+    sizes = {(r["width"], r["height"]) for r in _load(large.visual_genome / "image_data.json")}
+    assert sizes == {(r["width"], r["height"]) for r in _load(demo.visual_genome / "image_data.json")}
 
 
 def test_summary_and_progress(world_and_progress: tuple[WorldSummary, list[str]]):

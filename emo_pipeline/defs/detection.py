@@ -1,8 +1,9 @@
 """Group `detection`: the YOLO object detector of dataset A and the objects it finds in Emotion6.
 
 - `object_detector`: user weights when given (`weights_path` in the asset config, or the model
-  store's `detector_weights`, bound to the `EMO_DETECTOR_WEIGHTS` environment variable), else a
-  detector trained here from the ultralytics
+  store's `detector_weights`, bound to the `EMO_DETECTOR_WEIGHTS` environment variable), else the
+  profile's shipped weights (the demo's: a YOLO pretrained on a synthetic world of its own,
+  `emo_pipeline.detection.pretrained`), else a detector trained here from the ultralytics
   model yaml (random init) on the Visual Genome boxes of the most frequent object names, so that
   dataset A shares dataset B's object vocabulary. The weights end up in
   `$EMO_HOME/models/object_detector.pt`; the YOLO dataset and ultralytics' run folder under
@@ -15,6 +16,7 @@ The work is done by `emo_pipeline.detection`; this module adds storage, metadata
 
 import dataclasses
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -35,8 +37,9 @@ from emo_pipeline.defs.shared.resources import (
     WarehouseResource,
 )
 from emo_pipeline.defs.shared.settings import apply_overrides, overrides_config
-from emo_pipeline.detection import training, yolo_dataset
+from emo_pipeline.detection import pretrained, training, yolo_dataset
 from emo_pipeline.detection.detect import detect, load_detector
+from emo_pipeline.detection.pretrained import PROFILE_WEIGHTS, provenance_path, verified_shipped_weights
 from emo_pipeline.detection.training import (
     DETECTOR_PROFILES,
     DETECTOR_VOCABULARY,
@@ -58,9 +61,11 @@ def detector_weights_path(models: ModelStoreResource) -> Path:
 
 
 class ObjectDetectorConfig(overrides_config(DetectorSettings, "DetectorSettingsOverrides", exclude=("device",))):
-    """Leave `weights_path` unset to train; unset settings take the profile's value (EMO_PROFILE)."""
+    """Leave `weights_path` unset for the profile's weights or training; unset settings take the
+    profile's value (EMO_PROFILE)."""
 
     weights_path: str | None = None     # a local ultralytics .pt (e.g. a COCO model); else the model store's
+    pretrained: bool = True             # False: train, even where the profile ships weights (the demo)
     top_n_objects: int | None = None    # vocabulary: the N most frequent Visual Genome object names
     val_share: float = 0.2
 
@@ -82,24 +87,34 @@ def _install_weights(source: Path, target: Path) -> str:
 
 
 @dg.asset(group_name=GROUP, deps=["vg_images", "vg_objects"], kinds={"pytorch", "mlflow"}, op_tags=GPU_TAGS,
-          pool=GPU_POOL, code_version=code_version(training, yolo_dataset))
+          pool=GPU_POOL, code_version=code_version(training, yolo_dataset, pretrained))
 def object_detector(context: dg.AssetExecutionContext, config: ObjectDetectorConfig, data_roots: DataRoots,
                     warehouse: WarehouseResource, models: ModelStoreResource, mlflow: MLflowResource,
                     torch_device: TorchDeviceResource) -> dg.MaterializeResult:
-    """The YOLO detector of dataset A: the user's weights, or trained here on Visual Genome boxes."""
+    """The YOLO detector of dataset A: the user's weights, the profile's shipped ones, or trained here
+    on Visual Genome boxes."""
     import mlflow as mlflow_api
 
     target = detector_weights_path(models)
     user_weights = config.weights_path or models.detector_weights or None
     profile = models.active_profile()
+    shipped = PROFILE_WEIGHTS[profile] if config.pretrained and not user_weights else None
     settings = apply_overrides(DETECTOR_PROFILES[profile], config)
     settings = dataclasses.replace(settings, device=_ultralytics_device(torch_device))
     if settings.model_yaml not in MODEL_YAMLS:
         raise ValueError(f"model_yaml {settings.model_yaml!r}: choose one of {', '.join(MODEL_YAMLS)}")
     metadata: dict = {}
-    if user_weights:
-        loaded = load_detector(user_weights)
-        path_taken = f"user weights {loaded.weights}"
+    if user_weights or shipped:
+        if user_weights:
+            loaded = load_detector(user_weights)
+            path_taken = f"user weights {loaded.weights}"
+        else:
+            loaded = load_detector(verified_shipped_weights())
+            record = json.loads(provenance_path(loaded.weights).read_text(encoding="utf-8"))
+            path_taken = (f"shipped weights pretrained on a synthetic world (seed {record['world']['seed']}, "
+                          f"{record['world']['visual_genome_images']:,} Visual Genome pictures)")
+            metadata["pretraining"] = dg.MetadataValue.json(record)
+            metadata.update({f"pretraining_val_{k}": v for k, v in record["val_metrics"].items()})
         context.log.info(f"object_detector: using {path_taken} ({len(loaded.names)} classes); no training")
         names = loaded.names
         sha = _install_weights(loaded.weights, target)

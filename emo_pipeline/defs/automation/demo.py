@@ -268,6 +268,9 @@ def key_figure(asset: str, metadata: Mapping[str, Any]) -> str:
         return _against("val accuracy", m["val_accuracy"], m["majority_val_accuracy"], "most frequent", False)
     if "val_mAP50" in m:
         return f"val mAP50 {m['val_mAP50']:.3f} over {m.get('n_classes', '?')} classes"
+    if "pretraining_val_mAP50" in m:
+        return (f"pretrained weights, no training (val mAP50 {m['pretraining_val_mAP50']:.3f} over "
+                f"{m.get('n_classes', '?')} classes on the world they were trained on)")
     if "chosen_normalisation" in m:
         chosen = m["chosen_normalisation"]
         ndcg = m.get(f"val_ndcg10_{chosen}")
