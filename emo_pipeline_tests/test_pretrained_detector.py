@@ -17,7 +17,7 @@ from emo_pipeline.synthetic import grammar
 
 def test_the_shipped_weights_are_the_pinned_file_made_with_the_current_settings():
     assert file_sha256(pretrained.SHIPPED_WEIGHTS) == pretrained.SHIPPED_SHA256
-    record = json.loads(pretrained.provenance_path(pretrained.SHIPPED_WEIGHTS).read_text(encoding="utf-8"))
+    record = pretrained.read_provenance(pretrained.SHIPPED_WEIGHTS)
     assert record["sha256"] == pretrained.SHIPPED_SHA256
     assert record["world"] == {**record["world"], "seed": pretrained.PRETRAINING_SEED,
                                "scale": pretrained.PRETRAINING_SCALE, "visual_genome_images": 3000}
@@ -44,7 +44,7 @@ def test_detector_pretrain_writes_loadable_weights_and_their_record(tmp_path: Pa
     monkeypatch.setattr(pretrained, "PRETRAINING_SCALE", "demo")
     out = tmp_path / "weights" / "detector.pt"
     assert main(["detector-pretrain", "--out", str(out), "--seed", "5", "--epochs", "1"]) == 0
-    record = json.loads(pretrained.provenance_path(out).read_text(encoding="utf-8"))
+    record = pretrained.read_provenance(out)
     assert record["sha256"] == file_sha256(out)
     assert record["world"]["seed"] == 5 and record["settings"]["epochs"] == 1
     assert record["made_with"] == "emo-pipeline detector-pretrain --out detector.pt --seed 5 --epochs 1"

@@ -16,7 +16,6 @@ The work is done by `emo_pipeline.detection`; this module adds storage, metadata
 
 import dataclasses
 import hashlib
-import json
 import shutil
 from pathlib import Path
 
@@ -39,7 +38,7 @@ from emo_pipeline.defs.shared.resources import (
 from emo_pipeline.defs.shared.settings import apply_overrides, overrides_config
 from emo_pipeline.detection import pretrained, training, yolo_dataset
 from emo_pipeline.detection.detect import detect, load_detector
-from emo_pipeline.detection.pretrained import PROFILE_WEIGHTS, provenance_path, verified_shipped_weights
+from emo_pipeline.detection.pretrained import PROFILE_WEIGHTS, read_provenance, verified_shipped_weights
 from emo_pipeline.detection.training import (
     DETECTOR_PROFILES,
     DETECTOR_VOCABULARY,
@@ -110,7 +109,7 @@ def object_detector(context: dg.AssetExecutionContext, config: ObjectDetectorCon
             path_taken = f"user weights {loaded.weights}"
         else:
             loaded = load_detector(verified_shipped_weights())
-            record = json.loads(provenance_path(loaded.weights).read_text(encoding="utf-8"))
+            record = read_provenance(loaded.weights)
             path_taken = (f"shipped weights pretrained on a synthetic world (seed {record['world']['seed']}, "
                           f"{record['world']['visual_genome_images']:,} Visual Genome pictures)")
             metadata["pretraining"] = dg.MetadataValue.json(record)

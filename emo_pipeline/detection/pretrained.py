@@ -49,6 +49,11 @@ def provenance_path(weights: Path) -> Path:
     return weights.with_suffix(".json")
 
 
+def read_provenance(weights: Path) -> dict:
+    """The record `pretrain_detector` wrote beside `weights`."""
+    return json.loads(provenance_path(weights).read_text(encoding="utf-8"))
+
+
 def verified_shipped_weights() -> Path:
     """The shipped weights, after checking their sha256 against `SHIPPED_SHA256`."""
     found = file_sha256(SHIPPED_WEIGHTS) if SHIPPED_WEIGHTS.is_file() else "no file"
