@@ -1,9 +1,9 @@
 """The detector weights shipped with the package: a nano YOLO pretrained on a synthetic world of its own.
 
-The paper ran a pretrained YOLO (§3.4) rather than training one. Offline there is no COCO model to
-start from, and a nano YOLO trained from random init on the demo world's 300 Visual Genome pictures
+The paper "used the pretrained YOLO" (§3.4) and describes no training of it. Offline there is no COCO
+model to start from, and a nano YOLO trained from random init on the demo world's 300 Visual Genome pictures
 needs 4 to 9 minutes of a CPU core to find most planted objects, more than the demo's whole budget.
-So the demo does what the paper did with weights of this project's own making:
+So the demo, too, runs pretrained weights, here of this project's own making:
 `emo-pipeline detector-pretrain` writes the synthetic world at scale "detector-pretraining" (the
 demo's pictures, 3,000 of them in Visual Genome) with seed 1, which neither the demo (seed 0) nor
 the tests' worlds use, and trains `yolo11n.yaml` from random init on its Visual Genome boxes, every object
