@@ -207,3 +207,11 @@ def test_weights_fetch_and_list_find_a_file_already_in_the_cache(tmp_path: Path)
     listed = emo_at(tmp_path, "weights", "list", **offline_env(home)).stdout.splitlines()
     assert f"resnet18   present, {size / 1000:.1f} kB" in listed[3] and listed[3].endswith(str(placed))
     assert listed[4].startswith("resnet101  absent")
+
+
+def test_synth_offers_every_scale_of_the_world():
+    from emo_pipeline.synthetic import SCALES
+
+    run = emo("synth", "--help")
+    assert run.returncode == 0, run.stderr
+    assert "{" + ",".join(SCALES) + "}" in run.stdout

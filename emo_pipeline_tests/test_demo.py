@@ -119,8 +119,10 @@ SELECTION = "group:raw or key:emotion6_features or key:svm_dominant_emotion or k
 STEPS = ("emotion6", "emotionroi", "visual_genome", "emotion6_split", "emotion6_features", "svm")
 
 
-def _demo(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "emo_pipeline.cli", "demo", "--select", SELECTION, *args],
+def _demo(env: dict, *args: str, selection: str | None = SELECTION) -> subprocess.CompletedProcess:
+    """`emo-pipeline demo` on the test's selection of the graph, or on the whole demo job (None)."""
+    select = ["--select", selection] if selection else []
+    return subprocess.run([sys.executable, "-m", "emo_pipeline.cli", "demo", *select, *args],
                           env=env, capture_output=True, text=True, timeout=900, cwd=PROJECT_ROOT)
 
 
@@ -135,12 +137,17 @@ def _runs(env: dict) -> int:
         return instance.get_runs_count()
 
 
-@pytest.fixture
-def demo_env(world_copy: Path, tmp_path: Path) -> dict:
-    env = pipeline_env(tmp_path / "home", world_copy)
+def _demo_home(home: Path, world: Path) -> dict:
+    """The environment of `emo-pipeline demo` on `world`, with a fresh home and instance (`make home`)."""
+    env = pipeline_env(home, world)
     Path(env["DAGSTER_HOME"]).mkdir(parents=True)
     shutil.copy(PROJECT_ROOT / "dagster.yaml", Path(env["DAGSTER_HOME"]) / "dagster.yaml")
     return env
+
+
+@pytest.fixture
+def demo_env(world_copy: Path, tmp_path: Path) -> dict:
+    return _demo_home(tmp_path / "home", world_copy)
 
 
 @pytest.mark.slow
@@ -207,11 +214,8 @@ def test_the_demo_on_its_own_world_recovers_every_planted_figure(world_factory, 
     beats its floor on validation, and every figure of `planted_truth_recovery` (the detector's recall
     and kinds, the best image model against the majority class, dataset B's dominant emotions and both
     data sets' top objects) reaches its target."""
-    env = pipeline_env(tmp_path / "home", world_factory(seed=0))
-    Path(env["DAGSTER_HOME"]).mkdir(parents=True)
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", Path(env["DAGSTER_HOME"]) / "dagster.yaml")
-    result = subprocess.run([sys.executable, "-m", "emo_pipeline.cli", "demo"], env=env, capture_output=True,
-                            text=True, timeout=1200, cwd=PROJECT_ROOT)
+    env = _demo_home(tmp_path / "home", world_factory(seed=0))
+    result = _demo(env, selection=None)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
 
     against_floor = _AGAINST_FLOOR.findall(result.stdout)

@@ -24,8 +24,9 @@ def materialized(world_factory, tmp_path_factory: pytest.TempPathFactory):
     resources = project_resources(world_factory(seed=5), tmp)
     selection = ["emotion6_labels", "emotion6_rejected", "emotion6_split", "emotion_distribution_metrics"]
     selection += [f"{m}_{part}" for m in MODELS for part in ("model", "predictions")]
-    # The classifier trains with the paper's recipe, the others with the demo profile's (improved);
-    # the compact CNN for a quarter of its 40 epochs (its one-cycle schedule spans whatever it is given).
+    # The classifier trains with recipe `paper` (no augmentation, bias start or floor: §3.1 describes none),
+    # the others with the demo profile's `improved`; the compact CNN for a quarter of its 40 epochs (its
+    # one-cycle schedule spans whatever it is given).
     run_config = {"ops": {"resnet18": {"config": {"epochs": 5}}, "compact_cnn": {"config": {"epochs": 10}},
                           "small_cnn_classifier": {"config": {"recipe": "paper"}}}}
     result = materialize(resources, selection, run_config=run_config, raise_on_error=True)

@@ -39,8 +39,6 @@ from emo_pipeline.synthetic.emotionroi_writer import write_emotionroi
 from emo_pipeline.synthetic.scenes import SceneBatch, SceneStyle
 from emo_pipeline.synthetic.visual_genome_writer import VisualGenomeSpec, write_visual_genome
 
-SCALES = ("demo", "vg-full", "detector-pretraining")
-
 EMOTION6_DIR, EMOTIONROI_DIR, VG_DIR = "Emotion6", "EmotionROI", "VG"
 PLANTED_AFFINITIES, PLANTED_SCENES = "planted_affinities.json", "planted_scenes.json"
 
@@ -63,9 +61,6 @@ _DEMO_VG = VisualGenomeSpec(images=300, long_sides=_DEMO_PICTURES,
 _SCALES: dict[str, _Scale] = {
     # Small enough for the whole graph to train on a laptop CPU in minutes.
     "demo": _Scale(40, 20, 160, _DEMO_VG),
-    # The demo's pictures, with ten times its Visual Genome: what the detector weights shipped with the
-    # package were trained on (emo_pipeline.detection.pretrained, seed 1).
-    "detector-pretraining": _Scale(40, 20, 160, dataclasses.replace(_DEMO_VG, images=3000)),
     # Visual Genome at its real size (108,077 images, about 3.8M objects and 2.3M relationships) for
     # ingestion benchmarks: about 30 s and 300 MB of memory on two cores for 1.7 GB of JSON. Pictures
     # at real sizes only when asked for (about half an hour and 7 GB more). Emotion6 / EmotionROI stay small.
@@ -73,7 +68,11 @@ _SCALES: dict[str, _Scale] = {
         images=108_077, long_sides=((800, 0.88), (640, 0.06), (500, 0.06)),
         style=SceneStyle(foreground_mean=25.0, foreground_max=80, windows_mean=2.0, object_scale=0.8),
         relations_per_object=0.38, chunk_images=2000)),
+    # The demo's pictures, with ten times its Visual Genome: what the detector weights shipped with the
+    # package were trained on (emo_pipeline.detection.pretrained, seed 1).
+    "detector-pretraining": _Scale(40, 20, 160, dataclasses.replace(_DEMO_VG, images=3000)),
 }
+SCALES = tuple(_SCALES)
 
 
 @dataclass
