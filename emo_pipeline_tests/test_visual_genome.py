@@ -316,6 +316,21 @@ def test_text_in_a_number_field(real_vg_sample: Path, tmp_path: Path) -> None:
     assert len(result.relationships) == sum(len(r["relationships"]) for r in data["relationships.json"]) - 1
 
 
+def test_merged_object_ids_of_any_shape_mark_v1_4(real_vg_sample: Path, tmp_path: Path) -> None:
+    # Only the key's presence matters; a value that is not an id list must not cost a row.
+    def edit(data: Records) -> None:
+        for record in data["objects.json"]:
+            for obj in record["objects"]:
+                obj.pop("merged_object_ids", None)
+        data["objects.json"][4]["objects"][0]["merged_object_ids"] = "see 1058549"
+
+    data = build(real_vg_sample, tmp_path, edit)
+    result = read_visual_genome(tmp_path)
+    assert result.rejected == []
+    assert result.version == "1.4"
+    assert len(result.objects) == n_objects(data)
+
+
 def test_negative_size_and_empty_names(real_vg_sample: Path, tmp_path: Path) -> None:
     def edit(data: Records) -> None:
         data["objects.json"][0]["objects"][1]["h"] = -5
