@@ -293,7 +293,8 @@ def _first_name_sql(p: str = "") -> str:
 def _names_sql(p: str = "") -> str:
     """`{p}names`: all names (`names`, else [`name`]), normalised, blanks dropped; needs `{p}name1`.
 
-    Nearly every object has exactly one name: that case skips the per-element lambda.
+    Nearly every object has exactly one name: that case skips the per-element lambda, and when that
+    name is already normalised the list read is passed on rather than built again.
     """
     one = f"CASE WHEN {p}name1 = '' THEN [] ELSE [{p}name1] END"
     return (f"CASE WHEN {p}names_raw IS NULL AND {p}name_raw IS NULL THEN NULL "
