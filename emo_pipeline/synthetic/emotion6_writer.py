@@ -21,8 +21,9 @@ from emo_pipeline.synthetic.scenes import SceneBatch, SceneStyle, sample_keyword
 # The exact header line of the real ground_truth.txt (TAB-separated).
 HEADER = "\t".join(["[image_filename]", "[valence]", "[arousal]"] + [f"[prob. {e}]" for e in EMOTIONS])
 
-# Share of a keyword's scenes composed around the keyword's emotion; the rest are neutral scenes, as a
-# search for a keyword also finds pictures that evoke nothing in particular. With annotator noise this
+# Share of a keyword's scenes composed around the keyword's emotion; the rest drew a random emotion, and
+# those that drew another than the keyword's are neutral scenes (NEUTRAL_SHARE), as a search for a
+# keyword also finds pictures that evoke nothing in particular. With annotator noise this
 # puts the dominant emotion in the keyword's folder about half the time (the real database: 51 %) and
 # makes neutral the dominant emotion of about one picture in six (the real database: 325 of 1980).
 KEYWORD_MOOD_SHARE = 0.8

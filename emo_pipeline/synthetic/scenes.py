@@ -271,15 +271,16 @@ def sample_keyword_folders(rng: np.random.Generator, per_folder: int, mood_share
                            style: SceneStyle, neutral_share: float = 0.0) -> tuple[list[str], SceneBatch]:
     """Scenes for `<keyword>/<n>.jpg` folders (Emotion6, EmotionROI): keys in folder order, and the batch.
 
-    A share `mood_share` of each folder's scenes is composed around the folder's emotion; of the rest, a
-    share `neutral_share` around neutral and the others around a random emotion.
+    A share `mood_share` of each folder's scenes is composed around the folder's emotion, the rest around
+    a random one (which may be the folder's again); of the scenes whose emotion is not the folder's, a
+    share `neutral_share` is turned to neutral.
     """
     n = len(KEYWORDS) * per_folder
     folder = np.repeat(np.arange(len(KEYWORDS)), per_folder)
     number = np.tile(np.arange(1, per_folder + 1), len(KEYWORDS))
     keys = [f"{KEYWORDS[k]}/{j}.jpg" for k, j in zip(folder, number)]
     moods = np.where(rng.random(n) < mood_share, folder, rng.integers(0, g.N_EMOTIONS, n))
-    if neutral_share > 0:
+    if neutral_share > 0:  # no draw otherwise: worlds that do not ask for it keep their random stream
         off_keyword = moods != folder
         moods = np.where(off_keyword & (rng.random(n) < neutral_share), g.NEUTRAL, moods)
     width, height = picture_sizes(rng, n, ((long_side, 1.0),))
