@@ -76,13 +76,18 @@ browser:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
 	test -x $(CHROMIUM)
 
+# The tests run in TEST_WORKERS processes (pytest-xdist), each test file whole in one of them so that its
+# module fixtures are built once; TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
 # Every test, the slow ones and the UI test included (CI runs this through .ci/run).
 test: home browser
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 # The edit-and-test loop: everything but the tests marked slow or ui (pyproject.toml lists the markers).
 test-fast: home
-	$(BIN)/python -m pytest -m "not slow and not ui"
+	$(PYTEST) -m "not slow and not ui"
 
 ui: home
 	$(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w workspace.yaml
