@@ -3,20 +3,17 @@
 
 import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 import pytest
 
-from emo_pipeline.core.home import PROJECT_ROOT
 from emo_pipeline.defs.automation.demo import plan_runs
 from emo_pipeline.defs.shared.resources import DataRoots
 from emo_pipeline.sources.fingerprints import content_fingerprint
-from emo_pipeline_tests.conftest import environ, pipeline_env
+from emo_pipeline_tests.conftest import environ
+from emo_pipeline_tests.demo_command import demo_home, run_demo
 
 # --- the plan, on a small graph of its own ---------------------------------------------------------
 
@@ -119,11 +116,9 @@ SELECTION = "group:raw or key:emotion6_features or key:svm_dominant_emotion or k
 STEPS = ("emotion6", "emotionroi", "visual_genome", "emotion6_split", "emotion6_features", "svm")
 
 
-def _demo(env: dict, *args: str, selection: str | None = SELECTION) -> subprocess.CompletedProcess:
-    """`emo-pipeline demo` on the test's selection of the graph, or on the whole demo job (None)."""
-    select = ["--select", selection] if selection else []
-    return subprocess.run([sys.executable, "-m", "emo_pipeline.cli", "demo", *select, *args],
-                          env=env, capture_output=True, text=True, timeout=900, cwd=PROJECT_ROOT)
+def _demo(env: dict, *args: str) -> subprocess.CompletedProcess:
+    """`emo-pipeline demo` on the test's selection of the graph."""
+    return run_demo(env, *args, selection=SELECTION)
 
 
 def _done(out: str) -> list[str]:
@@ -137,17 +132,9 @@ def _runs(env: dict) -> int:
         return instance.get_runs_count()
 
 
-def _demo_home(home: Path, world: Path) -> dict:
-    """The environment of `emo-pipeline demo` on `world`, with a fresh home and instance (`make home`)."""
-    env = pipeline_env(home, world)
-    Path(env["DAGSTER_HOME"]).mkdir(parents=True)
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", Path(env["DAGSTER_HOME"]) / "dagster.yaml")
-    return env
-
-
 @pytest.fixture
 def demo_env(world_copy: Path, tmp_path: Path) -> dict:
-    return _demo_home(tmp_path / "home", world_copy)
+    return demo_home(tmp_path / "home", world_copy)
 
 
 @pytest.mark.slow
@@ -200,31 +187,3 @@ def test_a_failing_step_is_named_with_the_log_file(demo_env: dict, tmp_path: Pat
     assert "FileNotFoundError" in log.read_text() and "STEP_FAILURE" in log.read_text()
     # The other data sets were read all the same; what needs Emotion6 was not.
     assert sorted(_done(result.stdout)) == ["emotionroi", "visual_genome"]
-
-
-# Key figures of the demo's lines that set a model against its floor: `<metric> <model> vs <floor> <name>`.
-_AGAINST_FLOOR = re.compile(r"(KL|MSE|top-1|accuracy|nDCG@10(?: \(\w+\))?) ([0-9.]+) vs ([0-9.]+) "
-                            r"(train mean|mean map|most frequent)")
-_LOWER_IS_BETTER = {"KL", "MSE"}
-
-
-@pytest.mark.slow
-def test_the_demo_on_its_own_world_recovers_every_planted_figure(world_factory, tmp_path: Path):
-    """`make demo` as a newcomer runs it: the whole demo job on the seed-0 world. Every model it trains
-    beats its floor on validation, and every figure of `planted_truth_recovery` (the detector's recall
-    and kinds, the best image model against the majority class, dataset B's dominant emotions and both
-    data sets' top objects) reaches its target."""
-    env = _demo_home(tmp_path / "home", world_factory(seed=0))
-    result = _demo(env, selection=None)
-    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
-
-    against_floor = _AGAINST_FLOOR.findall(result.stdout)
-    assert len(against_floor) >= 15, result.stdout
-    losing = [f"{metric} {model} vs {floor} {name}" for metric, model, floor, name in against_floor
-              if (float(model) >= float(floor) if metric in _LOWER_IS_BETTER else float(model) <= float(floor))]
-    assert not losing, losing
-
-    table = pd.read_parquet(Path(env["EMO_HOME"]) / "warehouse" / "tables" / "planted_truth_recovery.parquet")
-    assert len(table) == 24 and set(table["stage"]) == {"detector", "image model", "dataset B", "dataset A"}
-    assert table["met"].all(), table.loc[~table["met"], ["stage", "figure", "value", "target", "detail"]].to_string()
-    assert "Planted truth recovered: 24 of 24 figures reach their targets" in result.stdout
