@@ -184,3 +184,30 @@ def feature_tables(values, logits, seed: int):
     labels = pd.DataFrame(probs, columns=list(PROB_COLUMNS))
     labels.insert(0, "image_key", keys)
     return table, labels, stratified_split(keys, [EMOTIONS[i] for i in probs.argmax(axis=1)], seed=seed)
+
+
+def saved_and_reloaded_predictions(fitted, table, name: str, directory: Path):
+    """A fitted feature model (`fitted.model`, `.clip`, `.feature_columns`, `.predictions`) saved to the
+    model store with its card, loaded back, and applied to `table`'s rows of its predictions, in order:
+    the distributions `emo-pipeline predict` would give."""
+    from emo_pipeline.image_emotion.feature_splits import predict_distribution
+    from emo_pipeline.storage.model_store import ModelCard, load_sklearn_model, save_sklearn_model
+
+    save_sklearn_model(directory, ModelCard(name=name, kind="features", architecture=name, size=0, clip=fitted.clip),
+                       fitted.model)
+    loaded, card = load_sklearn_model(directory, name)
+    ordered = table.set_index("image_key").loc[fitted.predictions["image_key"]]
+    return predict_distribution(loaded, ordered[fitted.feature_columns], card.clip)
+
+
+def with_random_labels(labels, split, part: str, seed: int):
+    """`labels` with the distributions of `split`'s images in `part` (train, val or test) replaced by
+    random ones: a model that must not look at `part` is fitted on both and compared."""
+    import numpy as np
+
+    from emo_pipeline.core.emotions import PROB_COLUMNS
+
+    rows = labels["image_key"].isin(set(split.loc[split["split"] == part, "image_key"])).to_numpy()
+    changed = labels.copy()
+    changed.loc[rows, list(PROB_COLUMNS)] = np.random.default_rng(seed).dirichlet(np.ones(7), size=int(rows.sum()))
+    return changed

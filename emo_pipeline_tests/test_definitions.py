@@ -54,11 +54,12 @@ def test_all_definitions_load():
     assert compact == {"compact_cnn_model", "compact_cnn_predictions"}
     assert demo == keys - paper - compact - by_hand
     assert {"ensemble_model", "emotion_distribution_metrics", "dominant_emotion_accuracy", "feature_ridge_model",
-            "feature_gbm_model", "feature_gbm_predictions"} <= demo
-    # The gradient-boosted feature model is a candidate of the ensemble and scored by the evaluation table.
+            "feature_gbm_model", "feature_gbm_predictions", "feature_mlp_model", "feature_mlp_predictions"} <= demo
+    # The gradient-boosted and network feature models are candidates of the ensemble and scored by the
+    # evaluation table.
     for reader in ("ensemble_model", "emotion_distribution_metrics"):
         parents = {k.to_user_string() for k in graph.get(dg.AssetKey(reader)).parent_keys}
-        assert {"feature_gbm_predictions", "feature_ridge_predictions"} <= parents, reader
+        assert {"feature_gbm_predictions", "feature_mlp_predictions", "feature_ridge_predictions"} <= parents, reader
 
 
 def _project_imports() -> dict[str, set[str]]:

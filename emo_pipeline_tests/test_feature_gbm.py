@@ -9,9 +9,7 @@ import pytest
 
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
 from emo_pipeline.image_emotion.feature_gbm import FeatureGBMConfig, fit_feature_gbm
-from emo_pipeline.image_emotion.feature_splits import predict_distribution
-from emo_pipeline.storage.model_store import ModelCard, load_sklearn_model, save_sklearn_model
-from emo_pipeline_tests.conftest import feature_tables
+from emo_pipeline_tests.conftest import feature_tables, saved_and_reloaded_predictions, with_random_labels
 
 SMALL = FeatureGBMConfig(max_iter=120, min_samples_leaf=10, max_features=0.5)
 
@@ -70,13 +68,7 @@ def test_each_emotion_keeps_the_iterations_of_its_lowest_validation_error(world,
 
 def test_the_test_labels_change_no_fitted_model(world, fitted):
     table, labels, split = world
-    test_keys = set(split.loc[split["split"] == "test", "image_key"])
-    is_test = labels["image_key"].isin(test_keys).to_numpy()
-    shuffled = labels.copy()
-    rng = np.random.default_rng(7)
-    noise = rng.dirichlet(np.ones(7), size=int(is_test.sum()))
-    shuffled.loc[is_test, list(PROB_COLUMNS)] = noise
-    again = fit_feature_gbm(table, shuffled, split, SMALL)
+    again = fit_feature_gbm(table, with_random_labels(labels, split, "test", seed=7), split, SMALL)
     assert again.iterations == fitted.iterations and again.clip == fitted.clip
     pd.testing.assert_frame_equal(again.predictions, fitted.predictions)
     np.testing.assert_array_equal(again.model.predict(table[fitted.feature_columns]),
@@ -84,22 +76,13 @@ def test_the_test_labels_change_no_fitted_model(world, fitted):
     assert again.scores["val"] == fitted.scores["val"] and again.scores["test"] != fitted.scores["test"]
 
     # The comparison can fail: the same change to the training labels gives another model.
-    train_keys = set(split.loc[split["split"] == "train", "image_key"])
-    is_train = labels["image_key"].isin(train_keys).to_numpy()
-    changed = labels.copy()
-    changed.loc[is_train, list(PROB_COLUMNS)] = rng.dirichlet(np.ones(7), size=int(is_train.sum()))
+    changed = with_random_labels(labels, split, "train", seed=7)
     other = fit_feature_gbm(table, changed, split, SMALL)
     assert not np.allclose(other.predictions[list(PROB_COLUMNS)], fitted.predictions[list(PROB_COLUMNS)])
 
 
 def test_the_saved_model_and_floor_reproduce_the_predictions(world, fitted, tmp_path: Path):
-    table, _, _ = world
-    card = ModelCard(name="feature_gbm", kind="features", architecture="hist_gradient_boosting", size=0,
-                     clip=fitted.clip)
-    save_sklearn_model(tmp_path, card, fitted.model)
-    loaded, loaded_card = load_sklearn_model(tmp_path, "feature_gbm")
-    ordered = table.set_index("image_key").loc[fitted.predictions["image_key"]]
-    again = predict_distribution(loaded, ordered[fitted.feature_columns], loaded_card.clip)
+    again = saved_and_reloaded_predictions(fitted, world[0], "feature_gbm", tmp_path)
     np.testing.assert_allclose(again, fitted.predictions[list(PROB_COLUMNS)].to_numpy(), atol=1e-12)
 
 

@@ -1,6 +1,6 @@
 """The features, image_models and evaluation groups materialize in-process on a synthetic world:
 tables with the right rows, the SVM registered in MLflow and loadable, the accuracy table queryable,
-the feature ridge and gradient-boosted models saved with a card that `predict` reproduces."""
+the feature ridge, gradient-boosted and network models saved with a card that `predict` reproduces."""
 
 import json
 import subprocess
@@ -21,7 +21,8 @@ from emo_pipeline_tests.materialize import materialize, project_resources
 
 ASSETS = ["emotion6_labels", "emotion6_rejected", "emotion6_split", "emotion6_features",
           "svm_dominant_emotion", "svm_predictions", "dominant_emotion_accuracy",
-          "feature_ridge_model", "feature_ridge_predictions", "feature_gbm_model", "feature_gbm_predictions"]
+          "feature_ridge_model", "feature_ridge_predictions", "feature_gbm_model", "feature_gbm_predictions",
+          "feature_mlp_model", "feature_mlp_predictions"]
 SMALL_FEATURES = {"glcm_size": 64, "glcm_levels": 16, "glcm_distances": [1, 2], "colour_size": 48,
                   "colour_bins": 10, "workers": 1}
 SMALL_GRID = {"c_grid": [1.0, 10.0], "gamma_factors": [0.03, 0.3]}
@@ -35,7 +36,8 @@ def materialized(world_factory, tmp_path_factory: pytest.TempPathFactory):
     result = materialize(
         resources, ASSETS, raise_on_error=True,
         run_config={"ops": {"emotion6_features": {"config": SMALL_FEATURES}, "svm": {"config": SMALL_GRID},
-                            "feature_gbm": {"config": {"max_iter": 150}}}})
+                            "feature_gbm": {"config": {"max_iter": 150}},
+                            "feature_mlp": {"config": {"members": 2, "epochs": 40}}}})
     return result, root
 
 
@@ -46,7 +48,7 @@ def test_assets_materialize_and_checks_pass(materialized):
     evaluations = result.get_asset_check_evaluations()
     checked = {e.asset_key.to_user_string() for e in evaluations}
     assert {"emotion6_features", "svm_predictions", "dominant_emotion_accuracy", "feature_ridge_predictions",
-            "feature_gbm_predictions"} <= checked
+            "feature_gbm_predictions", "feature_mlp_predictions"} <= checked
     assert [(e.asset_key.to_user_string(), e.check_name, e.description) for e in evaluations if not e.passed] == []
 
     store = Warehouse(root / "warehouse")
@@ -143,7 +145,9 @@ def test_feature_ridge_beats_the_floor_and_its_card_reproduces_the_predictions(m
     assert len(model.feature_names_in_) == 6 * 2 * 4 + 6 * 10
 
 
-def test_feature_gbm_beats_the_floor_and_its_registered_model_and_card_reproduce_the_predictions(materialized):
+@pytest.mark.parametrize("name", ["feature_gbm", "feature_mlp"])
+def test_every_feature_model_beats_the_floor_and_its_registered_model_and_card_reproduce_the_predictions(
+        materialized, name: str):
     import mlflow.sklearn
     from mlflow.tracking import MlflowClient
 
@@ -151,31 +155,34 @@ def test_feature_gbm_beats_the_floor_and_its_registered_model_and_card_reproduce
     from emo_pipeline.storage.tracking import tracking_store, tracking_uri
 
     result, root = materialized
-    by_key = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("feature_gbm")}
-    metadata = by_key["feature_gbm_model"]
+    by_key = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node(name)}
+    metadata = by_key[f"{name}_model"]
     for metric in ("kl", "chebyshev"):
         assert metadata[f"val_{metric}"].value < metadata[f"val_train_mean_{metric}"].value, metric
     assert metadata["features"].value == 6 * 2 * 4 + 6 * 10 + 333
-    assert all(1 <= metadata[f"iterations_{e}"].value <= 150 for e in EMOTIONS)
+    if name == "feature_gbm":
+        assert all(1 <= metadata[f"iterations_{e}"].value <= 150 for e in EMOTIONS)
+    else:
+        assert all(1 <= metadata[f"epoch_kept_member_{i}"].value <= 40 for i in range(2))
     uri = tracking_uri(root / "mlflow")
     client = MlflowClient(tracking_uri=uri)
-    (version,) = client.search_model_versions("name='feature_gbm_model'")
-    assert version.tags["dagster.asset_key"] == "feature_gbm_model" and version.tags["data_fingerprint"]
-    assert version.run_id == metadata["mlflow_run_id"].value == by_key["feature_gbm_predictions"]["mlflow_run_id"].value
+    (version,) = client.search_model_versions(f"name='{name}_model'")
+    assert version.tags["dagster.asset_key"] == f"{name}_model" and version.tags["data_fingerprint"]
+    assert version.run_id == metadata["mlflow_run_id"].value == by_key[f"{name}_predictions"]["mlflow_run_id"].value
 
     store = Warehouse(root / "warehouse")
-    table = store.read_table("feature_gbm_predictions").set_index("image_key")
+    table = store.read_table(f"{name}_predictions").set_index("image_key")
     features = store.read_table("emotion6_features").set_index("image_key").loc[table.index]
-    card = load_card(emo_home().models, "feature_gbm")
+    card = load_card(emo_home().models, name)
     assert card.kind == "features" and card.clip == metadata["floor"].value
     assert tuple(card.options["families"]) == FAMILIES
     # The registered version, with the card's floor, gives the table's distributions from the features...
     with tracking_store(root / "mlflow"):
-        registered = mlflow.sklearn.load_model(f"models:/feature_gbm_model/{version.version}")
+        registered = mlflow.sklearn.load_model(f"models:/{name}_model/{version.version}")
     np.testing.assert_allclose(clip_distribution(registered.predict(features), card.clip),
                                table[list(PROB_COLUMNS)].to_numpy(), atol=1e-9)
     # ... and `predict` computes the features of image files as the table did and gives the same.
     some = store.read_table("emotion6_labels").head(3)
-    predicted = predict_images(list(some["image_path"]), "feature_gbm", emo_home().models)
+    predicted = predict_images(list(some["image_path"]), name, emo_home().models)
     np.testing.assert_allclose(predicted.distributions, table.loc[some["image_key"], list(PROB_COLUMNS)].to_numpy(),
                                atol=1e-6)

@@ -8,8 +8,8 @@ chosen model fitted on train and chosen on validation exactly as its asset does,
 ensemble of the fitted models (weights on validation), then every metric on the test split beside the
 train mean. The test split of a seed takes part in no choice of that seed.
 
-Models: `feature_ridge` (the paper's two feature families), `feature_gbm` (every family of the
-feature table), any torch model of the profile's `EMOTION_MODELS` (e.g. `small_cnn`), and `ensemble`.
+Models: `feature_ridge` (the paper's two feature families), `feature_gbm` and `feature_mlp` (every
+family of the feature table), any torch model of the profile's `EMOTION_MODELS` (e.g. `small_cnn`), and `ensemble`.
 """
 
 from __future__ import annotations
@@ -30,13 +30,14 @@ from emo_pipeline.core.splits import stratified_split
 
 if TYPE_CHECKING:  # the fit functions bring scikit-learn and torch: imported when a fit runs
     from emo_pipeline.image_emotion.feature_gbm import FeatureGBMConfig
+    from emo_pipeline.image_emotion.feature_mlp import FeatureMLPConfig
     from emo_pipeline.image_emotion.feature_ridge import FeatureRidgeConfig
     from emo_pipeline.image_emotion.training import EmotionModelConfig
 
-FEATURE_MODELS = ("feature_ridge", "feature_gbm")
+FEATURE_MODELS = ("feature_ridge", "feature_gbm", "feature_mlp")
 ENSEMBLE = "ensemble"
 TRAIN_MEAN = "train_mean"
-DEFAULT_MODELS = ("feature_ridge", "feature_gbm", "compact_cnn", ENSEMBLE)
+DEFAULT_MODELS = ("feature_ridge", "feature_gbm", "feature_mlp", "compact_cnn", ENSEMBLE)
 SHOWN = ("chebyshev", "bhattacharyya", "kl", "kl_reverse", "mse", "top1")
 
 
@@ -76,22 +77,24 @@ def evaluate_splits(
     torch_models: Mapping[str, EmotionModelConfig] | None = None,
     ridge: FeatureRidgeConfig | None = None,
     gbm: FeatureGBMConfig | None = None,
+    mlp: FeatureMLPConfig | None = None,
     device: str | object = "cpu",
     log: Callable[[str], None] = print,
 ) -> MultiSplitResult:
     """Fit `models` on each split seed of `labels` (as read by `sources.emotion6`) and score them on test.
 
     `features`: image_key and the feature columns (needed by the feature models); `torch_models`:
-    name -> settings of the image models that may be chosen; `ridge`, `gbm`: the feature models'
+    name -> settings of the image models that may be chosen; `ridge`, `gbm`, `mlp`: the feature models'
     settings (default: their dataclass defaults, as the assets use); `device`: where torch models train.
     """
     from emo_pipeline.image_emotion.ensemble import fit_ensemble
     from emo_pipeline.image_emotion.feature_gbm import FeatureGBMConfig, fit_feature_gbm
+    from emo_pipeline.image_emotion.feature_mlp import FeatureMLPConfig, fit_feature_mlp
     from emo_pipeline.image_emotion.feature_ridge import FeatureRidgeConfig, fit_feature_ridge
     from emo_pipeline.image_emotion.features import PAPER_FAMILIES, columns_of
     from emo_pipeline.image_emotion.training import fit_emotion_model
 
-    ridge, gbm = ridge or FeatureRidgeConfig(), gbm or FeatureGBMConfig()
+    ridge, gbm, mlp = ridge or FeatureRidgeConfig(), gbm or FeatureGBMConfig(), mlp or FeatureMLPConfig()
     torch_models = dict(torch_models or {})
     models = check_models(models, torch_models)
     if not seeds:
@@ -111,6 +114,8 @@ def evaluate_splits(
                 fitted[name] = fit_feature_ridge(paper, labels, split, ridge).predictions
             elif name == "feature_gbm":
                 fitted[name] = fit_feature_gbm(features, labels, split, gbm).predictions
+            elif name == "feature_mlp":
+                fitted[name] = fit_feature_mlp(features, labels, split, mlp).predictions
             else:
                 with tempfile.TemporaryDirectory(prefix=f"{name}_seed{seed}_") as checkpoints:
                     fit = fit_emotion_model(labels, split, torch_models[name], Path(checkpoints), device=device,

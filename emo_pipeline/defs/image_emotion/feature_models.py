@@ -16,6 +16,10 @@ feature families (GLCM, CIECAM02) of `emotion6_features`, whatever else the tabl
 table holds (this project's colour and texture families beside the paper's, profile `demo`; see
 `emo_pipeline.image_emotion.feature_gbm`), registered and saved like `feature_ridge_model`;
 `feature_gbm_predictions` is its per-image distribution.
+
+`feature_mlp_model` predicts it with a small network on the same table (five members trained on the
+distribution itself, their logits averaged; see `emo_pipeline.image_emotion.feature_mlp`), served and
+registered as a scikit-learn pipeline like the other two; `feature_mlp_predictions` is its output.
 """
 
 import dataclasses
@@ -39,10 +43,12 @@ from emo_pipeline.defs.shared.publisher import TrainingRun, code_version
 from emo_pipeline.defs.shared.resources import MLflowResource, ModelStoreResource, WarehouseResource
 from emo_pipeline.defs.shared.settings import apply_overrides, overrides_config
 from emo_pipeline.image_emotion import feature_gbm as feature_gbm_module
+from emo_pipeline.image_emotion import feature_mlp as feature_mlp_module
 from emo_pipeline.image_emotion import feature_ridge as feature_ridge_module
 from emo_pipeline.image_emotion import svm as svm_module
 from emo_pipeline.image_emotion.dominant import PREDICTION_COLUMNS
 from emo_pipeline.image_emotion.feature_gbm import FeatureGBMConfig, fit_feature_gbm
+from emo_pipeline.image_emotion.feature_mlp import FeatureMLPConfig, fit_feature_mlp
 from emo_pipeline.image_emotion.feature_ridge import FeatureRidgeConfig, fit_feature_ridge
 from emo_pipeline.image_emotion.features import PAPER_FAMILIES, FeatureConfig, columns_of
 from emo_pipeline.image_emotion.svm import SPLITS, SVMConfig, train_dominant_svm, training_table
@@ -273,6 +279,12 @@ def _gbm_curves(result) -> dict[str, str]:
     return {"val_mse_per_iteration.csv": curves.to_csv(index=False)}
 
 
+def _mlp_curves(result) -> dict[str, str]:
+    curves = pd.DataFrame(result.val_curves, columns=[f"val_kl_member_{i}" for i in range(result.val_curves.shape[1])])
+    curves.insert(0, "epoch", np.arange(1, len(curves) + 1))
+    return {"val_kl_per_epoch.csv": curves.to_csv(index=False)}
+
+
 FEATURE_RIDGE = FeatureModel(
     name="feature_ridge", module=feature_ridge_module, settings=FeatureRidgeConfig(),
     config=overrides_config(FeatureRidgeConfig, "FeatureRidgeTrainConfig"), fit=fit_feature_ridge,
@@ -290,8 +302,19 @@ FEATURE_GBM = FeatureModel(
     description="Gradient-boosted trees (one HistGradientBoostingRegressor per emotion) from every feature "
                 "family of emotion6_features to the 7-way emotion distribution; each emotion's iterations and "
                 "the prediction floor chosen on validation.")
+FEATURE_MLP = FeatureModel(
+    name="feature_mlp", module=feature_mlp_module, settings=FeatureMLPConfig(),
+    config=overrides_config(FeatureMLPConfig, "FeatureMLPTrainConfig"), fit=fit_feature_mlp,
+    estimator=lambda result: result.model,
+    architecture=lambda settings: f"mlp_{settings.members}x{settings.hidden}_relu_softmax",
+    details=lambda result, settings: {f"epoch_kept_member_{i}": e for i, e in enumerate(result.epochs_kept)},
+    artifacts=_mlp_curves,
+    description="A one-hidden-layer network (five members, logits averaged) from every feature family of "
+                "emotion6_features, histograms square-rooted, to the 7-way emotion distribution, trained with "
+                "the KL loss; each member's epoch and the prediction floor chosen on validation.")
 feature_ridge = feature_model_asset(FEATURE_RIDGE)
 feature_gbm = feature_model_asset(FEATURE_GBM)
+feature_mlp = feature_model_asset(FEATURE_MLP)
 
 
-defs = dg.Definitions(assets=[svm, feature_ridge, feature_gbm])
+defs = dg.Definitions(assets=[svm, feature_ridge, feature_gbm, feature_mlp])
