@@ -309,7 +309,7 @@ FEATURE_MLP = FeatureModel(
     architecture=lambda settings: f"mlp_{settings.members}x{settings.hidden}_relu_softmax",
     details=lambda result, settings: {f"epoch_kept_member_{i}": e for i, e in enumerate(result.epochs_kept)},
     artifacts=_mlp_curves,
-    description="A one-hidden-layer network (five members, logits averaged) from every feature family of "
+    description="One-hidden-layer networks (five by default, logits averaged) from every feature family of "
                 "emotion6_features, histograms square-rooted, to the 7-way emotion distribution, trained with "
                 "the KL loss; each member's epoch and the prediction floor chosen on validation.")
 feature_ridge = feature_model_asset(FEATURE_RIDGE)
