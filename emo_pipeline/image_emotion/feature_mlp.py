@@ -141,6 +141,9 @@ def _train_member(Z_train: np.ndarray, Y_train: np.ndarray, Z_val: np.ndarray, Y
         if curve[epoch] < curve[:epoch].min(initial=np.inf):  # ties keep the earlier epoch
             layers = {"w1": net[1].weight, "b1": net[1].bias, "w2": output.weight, "b2": output.bias}
             best = {name: tensor.detach().double().numpy().copy() for name, tensor in layers.items()}
+    if not best:  # every epoch's validation KL was NaN
+        raise ValueError(f"the feature network of seed {seed} diverged (validation KL NaN after every epoch): "
+                         "lower max_lr")
     return best, curve
 
 
