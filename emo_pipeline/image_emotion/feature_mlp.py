@@ -106,8 +106,9 @@ def _prepare(feature_columns: list[str], config: FeatureMLPConfig) -> Pipeline:
 
 
 def _train_member(Z_train: np.ndarray, Y_train: np.ndarray, Z_val: np.ndarray, Y_val: np.ndarray,
-                  config: FeatureMLPConfig, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """One network trained on train; the weights of its best validation epoch and the validation curve."""
+                  config: FeatureMLPConfig, seed: int) -> tuple[dict[str, np.ndarray], int, np.ndarray]:
+    """One network trained on train: the weights of its best validation epoch, that epoch (1-based) and
+    the validation curve."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)
@@ -127,6 +128,7 @@ def _train_member(Z_train: np.ndarray, Y_train: np.ndarray, Z_val: np.ndarray, Y
                                                    total_steps=config.epochs * batches)
     curve = np.empty(config.epochs)
     best: dict[str, np.ndarray] = {}
+    kept = 0
     for epoch in range(config.epochs):
         net.train()
         for rows in torch.randperm(len(X), generator=generator).split(config.batch_size):
@@ -141,10 +143,11 @@ def _train_member(Z_train: np.ndarray, Y_train: np.ndarray, Z_val: np.ndarray, Y
         if curve[epoch] < curve[:epoch].min(initial=np.inf):  # ties keep the earlier epoch
             layers = {"w1": net[1].weight, "b1": net[1].bias, "w2": output.weight, "b2": output.bias}
             best = {name: tensor.detach().double().numpy().copy() for name, tensor in layers.items()}
+            kept = epoch + 1
     if not best:  # every epoch's validation KL was NaN
         raise ValueError(f"the feature network of seed {seed} diverged (validation KL NaN after every epoch): "
                          "lower max_lr")
-    return best, curve
+    return best, kept, curve
 
 
 def _served_network(members: list[dict[str, np.ndarray]], n_features: int) -> MLPRegressor:
@@ -171,12 +174,13 @@ def fit_feature_mlp(features: pd.DataFrame, labels: pd.DataFrame, split: pd.Data
     began = time.perf_counter()
     data = split_features(features, labels, split)
     prepare = _prepare(data.feature_columns, config).fit(data.X["train"])
-    Z = {name: prepare.transform(x) for name, x in data.X.items() if len(x)}
+    Z = {name: prepare.transform(data.X[name]) for name in ("train", "val")}  # split_features: both non-empty
     seeds = np.random.SeedSequence(config.seed).generate_state(config.members).tolist()
-    members, curves = [], []
+    members, kept, curves = [], [], []
     for seed in seeds:
-        weights, curve = _train_member(Z["train"], data.Y["train"], Z["val"], data.Y["val"], config, seed)
+        weights, epoch, curve = _train_member(Z["train"], data.Y["train"], Z["val"], data.Y["val"], config, seed)
         members.append(weights)
+        kept.append(epoch)
         curves.append(curve)
     model = Pipeline([*prepare.steps, ("network", _served_network(members, Z["train"].shape[1]))])
 
@@ -185,7 +189,6 @@ def fit_feature_mlp(features: pd.DataFrame, labels: pd.DataFrame, split: pd.Data
     clip = float(metrics.choose_clip(data.Y["val"], raw["val"], grid))
     predictions, scores = clipped_predictions(data, raw, clip)
     val_curves = np.stack(curves, axis=1)
-    kept = [int(np.argmin(curve)) + 1 for curve in curves]
     selection = pd.DataFrame({"member": range(config.members), "seed": seeds, "epoch_kept": kept,
                               "val_kl": [float(c[k - 1]) for c, k in zip(curves, kept)],
                               "val_kl_last_epoch": [float(c[-1]) for c in curves]})
