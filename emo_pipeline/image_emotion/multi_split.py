@@ -29,9 +29,6 @@ from emo_pipeline.core.emotions import PROB_COLUMNS
 from emo_pipeline.core.splits import stratified_split
 
 if TYPE_CHECKING:  # the fit functions bring scikit-learn and torch: imported when a fit runs
-    from emo_pipeline.image_emotion.feature_gbm import FeatureGBMConfig
-    from emo_pipeline.image_emotion.feature_mlp import FeatureMLPConfig
-    from emo_pipeline.image_emotion.feature_ridge import FeatureRidgeConfig
     from emo_pipeline.image_emotion.training import EmotionModelConfig
 
 FEATURE_MODELS = ("feature_ridge", "feature_gbm", "feature_mlp")
@@ -75,17 +72,15 @@ def evaluate_splits(
     *,
     features: pd.DataFrame | None = None,
     torch_models: Mapping[str, EmotionModelConfig] | None = None,
-    ridge: FeatureRidgeConfig | None = None,
-    gbm: FeatureGBMConfig | None = None,
-    mlp: FeatureMLPConfig | None = None,
+    feature_settings: Mapping[str, object] | None = None,
     device: str | object = "cpu",
     log: Callable[[str], None] = print,
 ) -> MultiSplitResult:
     """Fit `models` on each split seed of `labels` (as read by `sources.emotion6`) and score them on test.
 
     `features`: image_key and the feature columns (needed by the feature models); `torch_models`:
-    name -> settings of the image models that may be chosen; `ridge`, `gbm`, `mlp`: the feature models'
-    settings (default: their dataclass defaults, as the assets use); `device`: where torch models train.
+    name -> settings of the image models that may be chosen; `feature_settings`: feature model name ->
+    its settings (default: the dataclass defaults, as the assets use); `device`: where torch models train.
     """
     from emo_pipeline.image_emotion.ensemble import fit_ensemble
     from emo_pipeline.image_emotion.feature_gbm import FeatureGBMConfig, fit_feature_gbm
@@ -94,7 +89,11 @@ def evaluate_splits(
     from emo_pipeline.image_emotion.features import PAPER_FAMILIES, columns_of
     from emo_pipeline.image_emotion.training import fit_emotion_model
 
-    ridge, gbm, mlp = ridge or FeatureRidgeConfig(), gbm or FeatureGBMConfig(), mlp or FeatureMLPConfig()
+    # Each feature model: its fit and its settings; `feature_ridge` reads the paper's families only.
+    fits = {"feature_ridge": (fit_feature_ridge, FeatureRidgeConfig),
+            "feature_gbm": (fit_feature_gbm, FeatureGBMConfig),
+            "feature_mlp": (fit_feature_mlp, FeatureMLPConfig)}
+    settings = {name: (feature_settings or {}).get(name) or config() for name, (_, config) in fits.items()}
     torch_models = dict(torch_models or {})
     models = check_models(models, torch_models)
     if not seeds:
@@ -109,13 +108,9 @@ def evaluate_splits(
         for name in (m for m in models if m != ENSEMBLE):
             began = time.perf_counter()
             note = ""
-            if name == "feature_ridge":
-                paper = features[["image_key", *paper_columns]]
-                fitted[name] = fit_feature_ridge(paper, labels, split, ridge).predictions
-            elif name == "feature_gbm":
-                fitted[name] = fit_feature_gbm(features, labels, split, gbm).predictions
-            elif name == "feature_mlp":
-                fitted[name] = fit_feature_mlp(features, labels, split, mlp).predictions
+            if name in fits:
+                table = features[["image_key", *paper_columns]] if name == "feature_ridge" else features
+                fitted[name] = fits[name][0](table, labels, split, settings[name]).predictions
             else:
                 with tempfile.TemporaryDirectory(prefix=f"{name}_seed{seed}_") as checkpoints:
                     fit = fit_emotion_model(labels, split, torch_models[name], Path(checkpoints), device=device,
