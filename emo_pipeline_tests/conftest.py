@@ -200,14 +200,23 @@ def saved_and_reloaded_predictions(fitted, table, name: str, directory: Path):
     return predict_distribution(loaded, ordered[fitted.feature_columns], card.clip)
 
 
-def with_random_labels(labels, split, part: str, seed: int):
-    """`labels` with the distributions of `split`'s images in `part` (train, val or test) replaced by
-    random ones: a model that must not look at `part` is fitted on both and compared."""
+def with_random_labels(labels, split, part: str, seed: int, *, columns: str = "all"):
+    """`labels` with the labels of `split`'s images in `part` (train, val or test) replaced by random
+    ones: a model that must not look at `part` is fitted on both and compared. `columns`: "all" (the
+    distributions, and valence, arousal and keyword where present), "distributions" or "auxiliary"."""
     import numpy as np
 
-    from emo_pipeline.core.emotions import PROB_COLUMNS
+    from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
 
     rows = labels["image_key"].isin(set(split.loc[split["split"] == part, "image_key"])).to_numpy()
+    rng = np.random.default_rng(seed)
     changed = labels.copy()
-    changed.loc[rows, list(PROB_COLUMNS)] = np.random.default_rng(seed).dirichlet(np.ones(7), size=int(rows.sum()))
+    if columns in ("all", "distributions"):
+        changed.loc[rows, list(PROB_COLUMNS)] = rng.dirichlet(np.ones(7), size=int(rows.sum()))
+    if columns in ("all", "auxiliary"):
+        for column in ("valence", "arousal"):
+            if column in changed:
+                changed.loc[rows, column] = rng.uniform(1, 9, int(rows.sum()))
+        if "keyword" in changed:
+            changed.loc[rows, "keyword"] = rng.choice(EMOTIONS[:6], int(rows.sum()))
     return changed

@@ -1,15 +1,16 @@
 """The feature network: beats the train mean on validation, serves its members as one scikit-learn
-network with their mean logits, keeps each member's best validation epoch, never looks at the test
-split, and saves for `predict`."""
+network with their mean logits, keeps each member's best validation epoch, learns from the training
+images' auxiliary targets, never looks at the test split, and saves for `predict`."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from emo_pipeline.core.emotions import PROB_COLUMNS
-from emo_pipeline.image_emotion.feature_mlp import FeatureMLPConfig, _served_network, fit_feature_mlp
+from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
+from emo_pipeline.image_emotion.feature_mlp import FeatureMLPConfig, _served_network, auxiliary_targets, fit_feature_mlp
 from emo_pipeline_tests.conftest import feature_tables, saved_and_reloaded_predictions, with_random_labels
 
 SMALL = FeatureMLPConfig(hidden=32, epochs=40, members=2, batch_size=32, max_lr=5e-3)
@@ -17,8 +18,9 @@ SMALL = FeatureMLPConfig(hidden=32, epochs=40, members=2, batch_size=32, max_lr=
 
 @pytest.fixture(scope="module")
 def world() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Distributions that depend smoothly on the features; the first four columns are histogram bins
-    (named as the joint HSV histogram's), which the network takes the square roots of."""
+    """Distributions that depend smoothly on the features, with valence, arousal and a keyword that do
+    too; the first four columns are histogram bins (named as the joint HSV histogram's), which the
+    network takes the square roots of."""
     rng = np.random.default_rng(0)
     values = rng.uniform(0, 1, (400, 10))
     logits = np.zeros((400, 7))
@@ -28,6 +30,9 @@ def world() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     logits[:, 6] = 2.0 * values[:, 7]
     logits += rng.normal(0, 0.3, logits.shape)
     table, labels, split = feature_tables(values, logits, seed=0)
+    labels["valence"] = 1 + 8 * values[:, 3]
+    labels["arousal"] = 1 + 8 * values[:, 8] * values[:, 9]
+    labels["keyword"] = [EMOTIONS[i] for i in (logits[:, :6] + rng.normal(0, 1, (400, 6))).argmax(axis=1)]
     names = {f"f{j}": f"hsvjoint_{j}" for j in range(4)}
     return table.rename(columns=names), labels, split
 
@@ -92,6 +97,28 @@ def test_the_test_labels_change_no_fitted_model(world, fitted):
     assert not np.allclose(other.predictions[list(PROB_COLUMNS)], fitted.predictions[list(PROB_COLUMNS)])
 
 
+def test_the_auxiliary_targets_are_the_training_images_standardised_and_shape_the_network(world, fitted):
+    table, labels, split = world
+    train_keys = split.loc[split["split"] == "train", "image_key"].to_numpy()
+    targets = auxiliary_targets(labels, train_keys)
+    rows = labels.set_index("image_key").loc[train_keys]
+    valence = rows["valence"].to_numpy()
+    np.testing.assert_allclose(targets.valence_arousal[:, 0], (valence - valence.mean()) / valence.std())
+    assert targets.keywords == sorted(set(rows["keyword"]))
+    assert [targets.keywords[i] for i in targets.keyword] == rows["keyword"].tolist()
+
+    # Other valence, arousal and keywords for the training images, with the same distributions: another
+    # network. Without the auxiliary targets the labels need no such columns.
+    changed = with_random_labels(labels, split, "train", seed=7, columns="auxiliary")
+    other = fit_feature_mlp(table, changed, split, SMALL)
+    assert not np.allclose(other.predictions[list(PROB_COLUMNS)], fitted.predictions[list(PROB_COLUMNS)])
+    without = dataclasses.replace(SMALL, auxiliary_weight=0.0)
+    plain = fit_feature_mlp(table, labels[["image_key", *PROB_COLUMNS]], split, without)
+    pd.testing.assert_frame_equal(plain.predictions, fit_feature_mlp(table, changed, split, without).predictions)
+    with pytest.raises(ValueError, match="no valence, arousal, keyword column.*auxiliary_weight"):
+        fit_feature_mlp(table, labels[["image_key", *PROB_COLUMNS]], split, SMALL)
+
+
 def test_the_saved_model_and_floor_reproduce_the_predictions(world, fitted, tmp_path: Path):
     again = saved_and_reloaded_predictions(fitted, world[0], "feature_mlp", tmp_path)
     np.testing.assert_allclose(again, fitted.predictions[list(PROB_COLUMNS)].to_numpy(), atol=1e-12)
@@ -103,5 +130,7 @@ def test_bad_settings_and_splits_are_refused(world):
         FeatureMLPConfig(dropout=1.0)
     with pytest.raises(ValueError, match="clip_grid"):
         FeatureMLPConfig(clip_grid=(0.2,))
+    with pytest.raises(ValueError, match="auxiliary_weight"):
+        FeatureMLPConfig(auxiliary_weight=-1.0)
     with pytest.raises(ValueError, match="val split"):
         fit_feature_mlp(table, labels, split.assign(split="train"), SMALL)

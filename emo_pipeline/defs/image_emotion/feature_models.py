@@ -48,7 +48,7 @@ from emo_pipeline.image_emotion import feature_ridge as feature_ridge_module
 from emo_pipeline.image_emotion import svm as svm_module
 from emo_pipeline.image_emotion.dominant import PREDICTION_COLUMNS
 from emo_pipeline.image_emotion.feature_gbm import FeatureGBMConfig, fit_feature_gbm
-from emo_pipeline.image_emotion.feature_mlp import FeatureMLPConfig, fit_feature_mlp
+from emo_pipeline.image_emotion.feature_mlp import AUXILIARY_COLUMNS, FeatureMLPConfig, fit_feature_mlp
 from emo_pipeline.image_emotion.feature_ridge import FeatureRidgeConfig, fit_feature_ridge
 from emo_pipeline.image_emotion.features import PAPER_FAMILIES, FeatureConfig, columns_of
 from emo_pipeline.image_emotion.svm import SPLITS, SVMConfig, train_dominant_svm, training_table
@@ -180,6 +180,7 @@ class FeatureModel:
     artifacts: Callable[[object], dict[str, str]] # result -> MLflow text artifacts (file name -> CSV)
     description: str
     paper_families_only: bool = False             # read only the paper's two feature families
+    label_columns: tuple[str, ...] = PROB_COLUMNS # the labels' columns the fit reads (beside image_key)
 
 
 def _text_scores(scores: dict) -> str:
@@ -220,7 +221,7 @@ def feature_model_asset(spec: FeatureModel) -> dg.AssetsDefinition:
                     if spec.paper_families_only else table)
         settings = apply_overrides(spec.settings, config)
         # The split decides what is fitted and what makes the choices: it is part of the data.
-        fingerprint = frame_fingerprint(features.merge(labels[["image_key", *PROB_COLUMNS]], on="image_key")
+        fingerprint = frame_fingerprint(features.merge(labels[["image_key", *spec.label_columns]], on="image_key")
                                         .merge(split[["image_key", "split"]], on="image_key"))
         with TrainingRun(context, model_key, settings, fingerprint, models=models, mlflow=mlflow,
                          run_name=spec.name) as run:
@@ -308,10 +309,11 @@ FEATURE_MLP = FeatureModel(
     estimator=lambda result: result.model,
     architecture=lambda settings: f"mlp_{settings.members}x{settings.hidden}_relu_softmax",
     details=lambda result, settings: {f"epoch_kept_member_{i}": e for i, e in enumerate(result.epochs_kept)},
-    artifacts=_mlp_curves,
+    artifacts=_mlp_curves, label_columns=(*PROB_COLUMNS, *AUXILIARY_COLUMNS),
     description="One-hidden-layer networks (five by default, logits averaged) from every feature family of "
                 "emotion6_features, histograms square-rooted, to the 7-way emotion distribution, trained with "
-                "the KL loss; each member's epoch and the prediction floor chosen on validation.")
+                "the KL loss (and valence, arousal and keyword as auxiliary targets); each member's epoch and "
+                "the prediction floor chosen on validation.")
 feature_ridge = feature_model_asset(FEATURE_RIDGE)
 feature_gbm = feature_model_asset(FEATURE_GBM)
 feature_mlp = feature_model_asset(FEATURE_MLP)
