@@ -6,10 +6,11 @@
 1. Times `image_features` in this process on `--timing-images` images spread over the folder: the
    paper's two families (GLCM + CIECAM02) and every family (`features.FAMILIES`).
 2. Computes every family for every image with `feature_table` (`--workers` processes), once.
-3. For each split seed (`core.splits.stratified_split`, as `emotion6_split` makes it): the train mean,
-   `feature_ridge` on the paper's families (what the asset trains) and `feature_gbm` on every family,
-   each fitted on train and chosen on validation with the settings' defaults; prints their test
-   metrics per seed and the mean over the seeds, and the wall time of each part.
+3. Fits the feature models on each split seed with `multi_split.evaluate_splits` (what `emo-pipeline
+   evaluate --models feature_ridge feature_gbm feature_mlp` runs): `feature_ridge` on the paper's
+   families (what the asset trains), `feature_gbm` and `feature_mlp` on every family, each fitted on
+   train and chosen on validation with the settings' defaults; prints their test metrics per seed and
+   their mean and spread beside the train mean, with each fit's seconds and the wall time.
 """
 
 from __future__ import annotations
@@ -18,11 +19,6 @@ import argparse
 import os
 import time
 
-import pandas as pd
-
-from emo_pipeline.core.splits import stratified_split
-from emo_pipeline.image_emotion.feature_gbm import fit_feature_gbm
-from emo_pipeline.image_emotion.feature_ridge import fit_feature_ridge
 from emo_pipeline.image_emotion.features import (
     FAMILIES,
     PAPER_FAMILIES,
@@ -31,9 +27,8 @@ from emo_pipeline.image_emotion.features import (
     feature_table,
     image_features,
 )
+from emo_pipeline.image_emotion.multi_split import FEATURE_MODELS, evaluate_splits, summary_text
 from emo_pipeline.sources.emotion6 import read_emotion6
-
-SHOWN = ("chebyshev", "bhattacharyya", "kl", "mse", "top1")
 
 
 def per_image_ms(paths: list[str], config: FeatureConfig) -> float:
@@ -69,27 +64,11 @@ def main() -> None:
     print(f"feature table: {len(table)} images x {len(columns)} features ({len(paper)} the paper's) "
           f"in {time.perf_counter() - step:.1f} s")
 
-    rows = []
-    for seed in args.seeds:
-        split = stratified_split(labels["image_key"], labels["dominant_emotion"], seed=seed)
-        step = time.perf_counter()
-        ridge = fit_feature_ridge(table[["image_key", *paper]], labels, split)
-        ridge_seconds = time.perf_counter() - step
-        step = time.perf_counter()
-        gbm = fit_feature_gbm(table, labels, split)
-        gbm_seconds = time.perf_counter() - step
-        rows.append({"seed": seed, "model": "train_mean", "seconds": 0.0, **gbm.scores["test_train_mean"]})
-        rows.append({"seed": seed, "model": "feature_ridge", "seconds": ridge_seconds, **ridge.scores["test"]})
-        rows.append({"seed": seed, "model": "feature_gbm", "seconds": gbm_seconds, **gbm.scores["test"]})
-        print(f"seed {seed}: feature_gbm iterations {gbm.iterations}, floor {gbm.clip:g}, val KL "
-              f"{gbm.scores['val']['kl']:.4f} (ridge {ridge.scores['val']['kl']:.4f}, train mean "
-              f"{gbm.scores['val_train_mean']['kl']:.4f})")
-    results = pd.DataFrame(rows)
-    print("\ntest split, per seed:")
-    print(results[["seed", "model", *SHOWN, "seconds"]].round(4).to_string(index=False))
-    means = results.groupby("model", sort=False)[[*SHOWN, "seconds"]].mean()
-    print(f"\ntest split, mean over seeds {', '.join(map(str, args.seeds))}:")
-    print(means.round(4).to_string())
+    step = time.perf_counter()
+    result = evaluate_splits(labels, args.seeds, FEATURE_MODELS, features=table)
+    print(f"\ntest split, mean +- standard deviation over split seeds {' '.join(map(str, args.seeds))} "
+          f"({time.perf_counter() - step:.0f} s):")
+    print(summary_text(result.summary))
     print(f"\nwall time {time.perf_counter() - began:.0f} s")
 
 
