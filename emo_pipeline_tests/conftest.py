@@ -186,6 +186,22 @@ def feature_tables(values, logits, seed: int):
     return table, labels, stratified_split(keys, [EMOTIONS[i] for i in probs.argmax(axis=1)], seed=seed)
 
 
+def assert_beats_the_train_mean_and_predicts_every_image(fitted, table, split) -> None:
+    """What a fitted feature model (`.scores`, `.predictions`) must show on a feature world: validation
+    KL and Chebyshev well below the train mean's, and one distribution (rows summing to 1) for every
+    image of `table`, in its split."""
+    import numpy as np
+
+    from emo_pipeline.core.emotions import PROB_COLUMNS
+
+    val, floor = fitted.scores["val"], fitted.scores["val_train_mean"]
+    assert val["kl"] < 0.8 * floor["kl"] and val["chebyshev"] < 0.9 * floor["chebyshev"]
+    predictions = fitted.predictions
+    assert list(predictions.columns) == ["image_key", "split", *PROB_COLUMNS] and len(predictions) == len(table)
+    assert predictions.groupby("split").size().to_dict() == split["split"].value_counts().to_dict()
+    np.testing.assert_allclose(predictions[list(PROB_COLUMNS)].to_numpy().sum(axis=1), 1.0, atol=1e-9)
+
+
 def saved_and_reloaded_predictions(fitted, table, name: str, directory: Path):
     """A fitted feature model (`fitted.model`, `.clip`, `.feature_columns`, `.predictions`) saved to the
     model store with its card, loaded back, and applied to `table`'s rows of its predictions, in order:
