@@ -81,8 +81,25 @@ def test_early_stopping_keeps_the_best_weights(tmp_path: Path):
     assert lines[-1] == "early stop: no improvement for 2 epochs"
 
 
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_the_final_epoch_writes_no_checkpoint_and_its_best_weights_come_back(tmp_path: Path, ema_decay: float):
+    config = TrainConfig(epochs=4, lr=0.05, batch_size=32, patience=10, ema_decay=ema_decay)
+    model = make_model()
+    result = train(model, TRAIN, VAL, nn.functional.mse_loss, config, tmp_path, log=lambda _: None)
+    assert result.best_epoch == 4  # the final epoch improved: its weights are handed back without a file
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 3
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["epoch"] == 3
+    handed_back = nn.functional.mse_loss(predict(model, VAL), VAL.tensors[1]).item()
+    assert handed_back == pytest.approx(result.best_val_loss, rel=1e-6)
+
+    one_epoch = tmp_path / "one"
+    train(make_model(), TRAIN, VAL, nn.functional.mse_loss, TrainConfig(epochs=1), one_epoch, log=lambda _: None)
+    assert not list(one_epoch.iterdir())
+
+
 def test_a_checkpoint_of_another_configuration_is_refused(tmp_path: Path):
-    train(make_model(), TRAIN, VAL, nn.functional.mse_loss, TrainConfig(epochs=1), tmp_path, log=lambda _: None)
+    # Two epochs: the first leaves a resume checkpoint (the final one writes none).
+    train(make_model(), TRAIN, VAL, nn.functional.mse_loss, TrainConfig(epochs=2), tmp_path, log=lambda _: None)
     with pytest.raises(CheckpointMismatch, match="another configuration"):
         train(make_model(), TRAIN, VAL, nn.functional.mse_loss, TrainConfig(epochs=1, lr=0.5), tmp_path,
               log=lambda _: None)

@@ -266,8 +266,10 @@ def train(
         log(f"resuming after epoch {state['epoch']} (best val loss {best_val:.5f} at epoch {best_epoch})")
     resumed_from = start - 1
 
-    # A run that had already stopped early stays stopped when it is rerun.
+    # A run that had already stopped early stays stopped when it is rerun. Only a checkpoint written by an
+    # earlier version of this loop, which also saved the final epoch, can hold such a run.
     stopped_early = best_epoch > 0 and start - 1 - best_epoch >= config.patience
+    best_in_memory = False  # the weights in `evaluated` are the best: the last epoch run improved
     for epoch in range(start, config.epochs + 1):
         if stopped_early:
             break
@@ -280,24 +282,33 @@ def train(
         improved = val_loss < best_val
         if improved:
             best_val, best_epoch = val_loss, epoch
-            _save({"model": evaluated.state_dict(), "epoch": epoch, "val_loss": val_loss}, best_path)
-        _save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
-               "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-               "rng": _global_rng_state(device),
-               **({"scheduler": scheduler.state_dict()} if scheduler is not None else {}),
-               **({"average": average.state_dict()} if average is not None else {}),
-               "history": [asdict(h) for h in history], "best_val": best_val, "best_epoch": best_epoch},
-              last_path)
+        stopped_early = epoch - best_epoch >= config.patience
+        final = stopped_early or epoch == config.epochs
+        # After the final epoch there is nothing left to resume: its checkpoints (the weights and, in
+        # last.pt, the optimizer's state besides: 1.7 GB for VGG-19) would only be written to be dropped.
+        best_in_memory = improved and final
+        if not final:
+            if improved:
+                _save({"model": evaluated.state_dict(), "epoch": epoch, "val_loss": val_loss}, best_path)
+            _save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
+                   "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                   "rng": _global_rng_state(device),
+                   **({"scheduler": scheduler.state_dict()} if scheduler is not None else {}),
+                   **({"average": average.state_dict()} if average is not None else {}),
+                   "history": [asdict(h) for h in history], "best_val": best_val, "best_epoch": best_epoch},
+                  last_path)
         log(f"epoch {epoch}/{config.epochs}: train loss {train_loss:.5f}, val loss {val_loss:.5f}"
             f"{' (best)' if improved else ''}, {record.seconds:.1f} s")
         if on_epoch is not None:
             on_epoch(record)
-        if epoch - best_epoch >= config.patience:
-            stopped_early = True
+        if stopped_early:
             log(f"early stop: no improvement for {config.patience} epochs")
             break
 
-    if best_path.is_file():
+    if best_in_memory:
+        if evaluated is not model:
+            model.load_state_dict(evaluated.state_dict())
+    elif best_path.is_file():
         model.load_state_dict(torch.load(best_path, map_location=device, weights_only=True)["model"])
     return TrainResult(best_epoch=best_epoch, best_val_loss=best_val, epochs_run=len(history),
                        resumed_from=resumed_from, stopped_early=stopped_early, history=history, precision=precision)
