@@ -2,10 +2,11 @@
 
 - Seeded: the model's initial weights (seed set before the caller builds it, see `seed_everything`)
   and the order of the training batches (a dedicated generator) follow from one seed.
-- Checkpoints: after every epoch `last.pt` holds the model, optimizer, generator state, torch's global
-  random state (dropout draws from it), history and early-stopping state; `best.pt` holds the weights
-  of the best validation epoch. Both are written under a temporary name and renamed, and loaded with
-  `weights_only=True` (plain tensors and containers, never pickled code).
+- Checkpoints: after every epoch but the final one (nothing is left to resume after it) `last.pt` holds
+  the model, optimizer, generator state, torch's global random state (dropout draws from it), history
+  and early-stopping state; `best.pt` holds the weights of the best validation epoch so far. Both are
+  written under a temporary name and renamed, and loaded with `weights_only=True` (plain tensors and
+  containers, never pickled code).
 - Resume: a rerun with the same configuration continues after the last finished epoch and gives the
   same weights as a run that was never interrupted. A checkpoint of another configuration is refused
   rather than silently mixed in.
