@@ -270,7 +270,9 @@ def train(
     # A run that had already stopped early stays stopped when it is rerun. Only a checkpoint written by an
     # earlier version of this loop, which also saved the final epoch, can hold such a run.
     stopped_early = best_epoch > 0 and start - 1 - best_epoch >= config.patience
-    best_in_memory = False  # the weights in `evaluated` are the best: the last epoch run improved
+    # The loop ends only after a final epoch, whose checkpoints are not written: when it improved, the
+    # best weights are those in `evaluated`.
+    last_epoch_improved = False
     for epoch in range(start, config.epochs + 1):
         if stopped_early:
             break
@@ -285,9 +287,9 @@ def train(
             best_val, best_epoch = val_loss, epoch
         stopped_early = epoch - best_epoch >= config.patience
         final = stopped_early or epoch == config.epochs
+        last_epoch_improved = improved
         # After the final epoch there is nothing left to resume: its checkpoints (the weights and, in
         # last.pt, the optimizer's state besides: 1.7 GB for VGG-19) would only be written to be dropped.
-        best_in_memory = improved and final
         if not final:
             if improved:
                 _save({"model": evaluated.state_dict(), "epoch": epoch, "val_loss": val_loss}, best_path)
@@ -306,7 +308,7 @@ def train(
             log(f"early stop: no improvement for {config.patience} epochs")
             break
 
-    if best_in_memory:
+    if last_epoch_improved:
         if evaluated is not model:
             model.load_state_dict(evaluated.state_dict())
     elif best_path.is_file():
