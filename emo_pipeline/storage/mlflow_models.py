@@ -25,7 +25,7 @@ import torch
 
 from emo_pipeline.core.atomic import replace_with_link
 from emo_pipeline.models import MapInput
-from emo_pipeline.storage.model_store import card_path, torch_model_from_files, weights_path
+from emo_pipeline.storage.model_store import ModelCard, card_path, load_card, torch_model_from_files, weights_path
 from emo_pipeline.storage.tracking import tag_model_version
 
 
@@ -37,15 +37,22 @@ class StoredTorchModel(mlflow.pyfunc.PythonModel):
         return {k: v for k, v in self.__dict__.items() if k not in ("model", "card")}
 
     def load_context(self, context) -> None:
-        self.model, self.card = torch_model_from_files(Path(context.artifacts["card"]),
-                                                       Path(context.artifacts["weights"]))
-        if self.card.kind == "esm_resnet":
-            # One (N, 4, S, S) input: normalised RGB, then the FCN's map resized to S.
-            self.model = MapInput(self.model).eval()
+        model, self.card = torch_model_from_files(Path(context.artifacts["card"]), Path(context.artifacts["weights"]))
+        self.model = serving_module(model, self.card)
 
     def predict(self, context, model_input, params=None):
-        with torch.inference_mode():
-            return self.model(torch.as_tensor(np.asarray(model_input))).numpy()
+        return run_module(self.model, model_input)
+
+
+def serving_module(model: torch.nn.Module, card: ModelCard) -> torch.nn.Module:
+    """What the registered model runs: an ESM-ResNet behind one (N, 4, S, S) input (normalised RGB, then
+    the FCN's map resized to S), any other model as it is."""
+    return MapInput(model).eval() if card.kind == "esm_resnet" else model
+
+
+def run_module(module: torch.nn.Module, model_input) -> np.ndarray:
+    with torch.inference_mode():
+        return module(torch.as_tensor(np.asarray(model_input))).numpy()
 
 
 def local_path(uri: str) -> Path | None:
@@ -61,17 +68,25 @@ def link_to_artifact(stored: Path, artifact_uri: str) -> bool:
 
 
 def log_stored_torch_model(models_dir: Path, name: str, input_example: np.ndarray, registered_model_name: str,
-                           version_tags: Mapping[str, str] | None = None):
+                           version_tags: Mapping[str, str] | None = None, *, model: torch.nn.Module | None = None):
     """Log model `name` of the store into the active run as a new version of `registered_model_name`,
     tag it (Dagster run, data fingerprint) and hard-link the store's weights to the logged copy.
 
     The requirements are given rather than inferred: inference starts a subprocess that imports the
-    model's modules and costs about ten seconds per model. Returns MLflow's ModelInfo.
+    model's modules and costs about ten seconds per model. `model`, the same weights in memory, gives
+    the signature: without it MLflow loads the logged files once to infer it, on top of the load that
+    checks the input example against the logged model. Returns MLflow's ModelInfo.
     """
+    from mlflow.models import infer_signature
+
     card, weights = card_path(models_dir, name), weights_path(models_dir, name)
+    signature = None
+    if model is not None:
+        outputs = run_module(serving_module(model.eval(), load_card(models_dir, name)), input_example)
+        signature = infer_signature(np.asarray(input_example), outputs)
     info = mlflow.pyfunc.log_model(
         name="model", python_model=StoredTorchModel(), artifacts={"card": str(card), "weights": str(weights)},
-        input_example=input_example, registered_model_name=registered_model_name,
+        input_example=input_example, signature=signature, registered_model_name=registered_model_name,
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"])
     tag_model_version(registered_model_name, info.registered_model_version, version_tags)
     location = mlflow.get_logged_model(info.model_id).artifact_location

@@ -159,9 +159,11 @@ class TrainingRun:
         of `name` (one copy on disk, see emo_pipeline.storage.mlflow_models); checkpoints dropped."""
         from emo_pipeline.storage.mlflow_models import log_stored_torch_model
 
-        self.saved = save_torch_model(self.models.directory(), card, model.cpu().eval())
+        model = model.cpu().eval()
+        self.saved = save_torch_model(self.models.directory(), card, model)
         self.model_info = log_stored_torch_model(self.models.directory(), card.name, input_example,
-                                                 registered_model_name=self.name, version_tags=self.version_tags())
+                                                 registered_model_name=self.name, version_tags=self.version_tags(),
+                                                 model=model)
         self.drop_checkpoints()
         return self.saved
 
