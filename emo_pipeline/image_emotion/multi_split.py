@@ -83,40 +83,22 @@ def evaluate_splits(
     its settings (default: the dataclass defaults, as the assets use); `device`: where torch models train.
     """
     from emo_pipeline.image_emotion.ensemble import fit_ensemble
-    from emo_pipeline.image_emotion.feature_gbm import FeatureGBMConfig, fit_feature_gbm
-    from emo_pipeline.image_emotion.feature_mlp import FeatureMLPConfig, fit_feature_mlp
-    from emo_pipeline.image_emotion.feature_ridge import FeatureRidgeConfig, fit_feature_ridge
-    from emo_pipeline.image_emotion.features import PAPER_FAMILIES, columns_of
-    from emo_pipeline.image_emotion.training import fit_emotion_model
 
-    # Each feature model: its fit and its settings; `feature_ridge` reads the paper's families only.
-    fits = {"feature_ridge": (fit_feature_ridge, FeatureRidgeConfig),
-            "feature_gbm": (fit_feature_gbm, FeatureGBMConfig),
-            "feature_mlp": (fit_feature_mlp, FeatureMLPConfig)}
-    settings = {name: (feature_settings or {}).get(name) or config() for name, (_, config) in fits.items()}
     torch_models = dict(torch_models or {})
     models = check_models(models, torch_models)
     if not seeds:
         raise ValueError("give at least one split seed")
     if features is None and any(m in FEATURE_MODELS for m in models):
         raise ValueError("the feature models need the feature table")
-    paper_columns = columns_of(list(features.columns), PAPER_FAMILIES) if features is not None else []
+    fit = model_fitter(labels, features=features, torch_models=torch_models, feature_settings=feature_settings,
+                       device=device)
     rows, members = [], {}
     for seed in seeds:
         split = stratified_split(labels["image_key"], labels["dominant_emotion"], seed=int(seed))
         fitted: dict[str, pd.DataFrame] = {}
         for name in (m for m in models if m != ENSEMBLE):
             began = time.perf_counter()
-            note = ""
-            if name in fits:
-                table = features[["image_key", *paper_columns]] if name == "feature_ridge" else features
-                fitted[name] = fits[name][0](table, labels, split, settings[name]).predictions
-            else:
-                with tempfile.TemporaryDirectory(prefix=f"{name}_seed{seed}_") as checkpoints:
-                    fit = fit_emotion_model(labels, split, torch_models[name], Path(checkpoints), device=device,
-                                            log=lambda line: None)
-                fitted[name] = fit.predictions
-                note = f", trained in {fit.result.precision}"
+            fitted[name], note = fit(name, split)
             rows.append(_row(seed, name, time.perf_counter() - began, fitted[name], labels))
             log(_line(rows[-1]) + note)
         if ENSEMBLE in models:
@@ -131,6 +113,38 @@ def evaluate_splits(
         log(_line(rows[-1]))
     per_split = pd.DataFrame(rows)
     return MultiSplitResult(per_split=per_split, summary=summarise(per_split), members=members)
+
+
+def model_fitter(labels: pd.DataFrame, *, features: pd.DataFrame | None = None,
+                 torch_models: Mapping[str, EmotionModelConfig] | None = None,
+                 feature_settings: Mapping[str, object] | None = None, device: str | object = "cpu",
+                 ) -> Callable[[str, pd.DataFrame], tuple[pd.DataFrame, str]]:
+    """A function fitting model `name` (a feature model or one of `torch_models`) on `split` exactly as
+    its asset does: it returns the predictions (image_key, split, prob_*) and a note on the fit."""
+    from emo_pipeline.image_emotion.feature_gbm import FeatureGBMConfig, fit_feature_gbm
+    from emo_pipeline.image_emotion.feature_mlp import FeatureMLPConfig, fit_feature_mlp
+    from emo_pipeline.image_emotion.feature_ridge import FeatureRidgeConfig, fit_feature_ridge
+    from emo_pipeline.image_emotion.features import PAPER_FAMILIES, columns_of
+    from emo_pipeline.image_emotion.training import fit_emotion_model
+
+    # Each feature model: its fit and its settings; `feature_ridge` reads the paper's families only.
+    fits = {"feature_ridge": (fit_feature_ridge, FeatureRidgeConfig),
+            "feature_gbm": (fit_feature_gbm, FeatureGBMConfig),
+            "feature_mlp": (fit_feature_mlp, FeatureMLPConfig)}
+    settings = {name: (feature_settings or {}).get(name) or config() for name, (_, config) in fits.items()}
+    paper_columns = columns_of(list(features.columns), PAPER_FAMILIES) if features is not None else []
+    torch_models = dict(torch_models or {})
+
+    def fit(name: str, split: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+        if name in fits:
+            table = features[["image_key", *paper_columns]] if name == "feature_ridge" else features
+            return fits[name][0](table, labels, split, settings[name]).predictions, ""
+        with tempfile.TemporaryDirectory(prefix=f"{name}_") as checkpoints:
+            fitted = fit_emotion_model(labels, split, torch_models[name], Path(checkpoints), device=device,
+                                       log=lambda line: None)
+        return fitted.predictions, f", trained in {fitted.result.precision}"
+
+    return fit
 
 
 def _row(seed: int, model: str, seconds: float, predictions: pd.DataFrame, labels: pd.DataFrame) -> dict:
