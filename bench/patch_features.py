@@ -21,7 +21,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from emo_pipeline.core import metrics
@@ -36,13 +35,6 @@ from emo_pipeline.image_emotion.patch_features import PatchFeatureConfig, patch_
 from emo_pipeline.sources.emotion6 import read_emotion6
 
 PATCH_NETWORK = "patch_mlp"
-
-
-def scores(predictions: pd.DataFrame, labels: pd.DataFrame, split: str) -> dict[str, float]:
-    rows = predictions[predictions["split"] == split].merge(labels[["image_key", *PROB_COLUMNS]], on="image_key",
-                                                            suffixes=("", "_true"))
-    true = rows[[f"{c}_true" for c in PROB_COLUMNS]].to_numpy(np.float64)
-    return metrics.distribution_metrics(true, rows[list(PROB_COLUMNS)].to_numpy(np.float64))
 
 
 def main() -> None:
@@ -82,7 +74,8 @@ def main() -> None:
             weights = ", ".join(f"{m} {w:.2f}" for m, w in zip(ensemble.members, ensemble.weights))
             results.append((what, ensemble.predictions, weights))
         for what, predicted, note in results:
-            val, test = scores(predicted, labels, "val"), scores(predicted, labels, "test")
+            scored = metrics.split_metrics(predicted[["image_key", "split", *PROB_COLUMNS]], labels)
+            val, test = scored["val"], scored["test"]
             rows.append({"seed": seed, "model": what, "val_kl": val["kl"], "test_kl": test["kl"],
                          "test_chebyshev": test["chebyshev"], "test_bc": test["bhattacharyya"]})
             print(f"seed {seed}: {what:<20} val KL {val['kl']:.4f}  test KL {test['kl']:.4f}  Chebyshev "

@@ -96,10 +96,11 @@ def fit_dictionary(pictures: np.ndarray, patch: int, config: PatchFeatureConfig,
     sampled = np.stack([pictures[i, r:r + patch, c:c + patch].reshape(-1) for i, r, c in zip(which, rows, columns)])
     patches = normalised(sampled, config.contrast_epsilon)
     mean = patches.mean(axis=0)
-    eigenvalues, vectors = np.linalg.eigh(np.cov(patches - mean, rowvar=False))
+    centred = patches - mean
+    eigenvalues, vectors = np.linalg.eigh(np.cov(centred, rowvar=False))
     whitening = (vectors / np.sqrt(eigenvalues + config.whitening_epsilon)) @ vectors.T
     kmeans = MiniBatchKMeans(config.centroids, batch_size=config.batch_size, n_init=1, max_iter=config.passes,
-                             random_state=seed).fit((patches - mean) @ whitening)
+                             random_state=seed).fit(centred @ whitening)
     return PatchDictionary(size=size, patch=patch, mean=mean.astype(np.float32),
                            whitening=whitening.astype(np.float32),
                            centroids=kmeans.cluster_centers_.astype(np.float32),
