@@ -4,11 +4,10 @@
                                    [--members feature_ridge feature_gbm feature_mlp compact_cnn] [--workers 2]
 
 For each split seed (the split `evaluate` makes):
-1. fits `--members` exactly as `emo-pipeline evaluate` does (`multi_split.model_fitter`, demo profile);
-2. learns the patch dictionaries from the train split's pictures and encodes every picture
-   (`patch_features.patch_feature_table`, default `PatchFeatureConfig`), then fits the feature network
-   (`fit_feature_mlp`, its defaults) on those columns alone;
-3. weights the members on validation (`fit_ensemble`) without and with that network.
+1. fits `--members` and `patch_mlp` (the patch encoders learned from the train split's pictures, then
+   the feature network on their columns; `image_emotion.patch_mlp`, default `PatchMLPConfig`) exactly as
+   `emo-pipeline evaluate` does (`multi_split.model_fitter`, demo profile);
+2. weights the members on validation (`fit_ensemble`) without and with `patch_mlp`.
 Prints, per seed and as means, the validation and test KL, Chebyshev and BC of the network alone and of
 both stacks, the stacks' members, and the seconds each step took. The test split takes part in no
 choice; its figures are shown only.
@@ -28,13 +27,9 @@ from emo_pipeline.core.emotions import PROB_COLUMNS
 from emo_pipeline.core.profiles import EMOTION_MODELS, feature_config
 from emo_pipeline.core.splits import stratified_split
 from emo_pipeline.image_emotion.ensemble import fit_ensemble
-from emo_pipeline.image_emotion.feature_mlp import FeatureMLPConfig, fit_feature_mlp
 from emo_pipeline.image_emotion.features import feature_table
-from emo_pipeline.image_emotion.multi_split import model_fitter
-from emo_pipeline.image_emotion.patch_features import PatchFeatureConfig, patch_feature_table
+from emo_pipeline.image_emotion.multi_split import PATCH_MLP, model_fitter
 from emo_pipeline.sources.emotion6 import read_emotion6
-
-PATCH_NETWORK = "patch_mlp"
 
 
 def main() -> None:
@@ -55,21 +50,12 @@ def main() -> None:
     for seed in args.seeds:
         split = stratified_split(labels["image_key"], labels["dominant_emotion"], seed=seed)
         predictions: dict[str, pd.DataFrame] = {}
-        for name in args.members:
+        for name in [*args.members, PATCH_MLP]:
             step = time.perf_counter()
-            predictions[name], _ = fit(name, split)
-            print(f"seed {seed}: {name} in {time.perf_counter() - step:.0f} s", flush=True)
-        step = time.perf_counter()
-        train = labels["image_key"].isin(split.loc[split["split"] == "train", "image_key"]).to_numpy()
-        patches, _ = patch_feature_table(labels["image_key"].tolist(), labels["image_path"].tolist(), train,
-                                         PatchFeatureConfig())
-        encoded = time.perf_counter() - step
-        network = fit_feature_mlp(patches, labels, split, FeatureMLPConfig())
-        predictions[PATCH_NETWORK] = network.predictions
-        print(f"seed {seed}: patch features ({patches.shape[1] - 1} columns) in {encoded:.0f} s, "
-              f"{PATCH_NETWORK} in {network.seconds:.0f} s", flush=True)
-        results = [(f"{PATCH_NETWORK} alone", network.predictions, "its floor chosen on validation")]
-        for what, members in (("stack", args.members), (f"stack + {PATCH_NETWORK}", [*args.members, PATCH_NETWORK])):
+            predictions[name], note = fit(name, split)
+            print(f"seed {seed}: {name} in {time.perf_counter() - step:.0f} s{note}", flush=True)
+        results = [(f"{PATCH_MLP} alone", predictions[PATCH_MLP], "its floor chosen on validation")]
+        for what, members in (("stack", args.members), (f"stack + {PATCH_MLP}", [*args.members, PATCH_MLP])):
             ensemble = fit_ensemble(labels, {m: predictions[m] for m in members})
             weights = ", ".join(f"{m} {w:.2f}" for m, w in zip(ensemble.members, ensemble.weights))
             results.append((what, ensemble.predictions, weights))

@@ -503,8 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--splits", type=int, nargs="+", default=[0, 1, 2], metavar="SEED",
                           help="split seeds (default: 0 1 2)")
     evaluate.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="MODEL",
-                          help=f"feature_ridge, feature_gbm, feature_mlp, a torch model of the profile, ensemble "
-                               f"(default: {' '.join(DEFAULT_MODELS)})")
+                          help="feature_ridge, feature_gbm, feature_mlp, patch_mlp, a torch model of the profile, "
+                               f"ensemble (default: {' '.join(DEFAULT_MODELS)})")
     evaluate.add_argument("--profile", help="settings of the models: paper or demo (default: $EMO_PROFILE)")
     evaluate.add_argument("--workers", type=int, help="feature processes (default: every core)")
     evaluate.add_argument("--out", help="stem of the two CSV files (default: $EMO_HOME/evaluation/splits_<seeds>)")

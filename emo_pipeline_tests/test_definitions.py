@@ -44,22 +44,25 @@ def test_all_definitions_load():
     assert {"dataset_b", "dataset_b_objects", "dataset_b_relationships", "objects_emotion_fc_b",
             "emotion_objects_mlp_b", "emotion_object_scores", "emotion_object_metrics"} <= after_shards
     assert {"objects_emotion_fc_a", "emotion_objects_mlp_a"} <= unsharded
-    # `make demo` (emo-pipeline demo) runs demo_job: every asset but the paper's large image models and the
-    # compact CNN, which paper_models_job and compact_cnn_job train; what reads their predictions takes
-    # whichever models are materialized.
-    demo, paper, compact = ({key.to_user_string() for key in defs.resolve_job_def(job).asset_layer.selected_asset_keys}
-                            for job in ("demo_job", "paper_models_job", "compact_cnn_job"))
+    # `make demo` (emo-pipeline demo) runs demo_job: every asset but the paper's large image models, the
+    # compact CNN and the patch network, which paper_models_job, compact_cnn_job and patch_mlp_job train;
+    # what reads their predictions takes whichever models are materialized.
+    demo, paper, compact, patch = (
+        {key.to_user_string() for key in defs.resolve_job_def(job).asset_layer.selected_asset_keys}
+        for job in ("demo_job", "paper_models_job", "compact_cnn_job", "patch_mlp_job"))
     assert paper == {f"{m}_{part}" for m in ("alexnet", "alexnet_classifier", "vgg19_bn", "resnet101")
                      for part in ("model", "predictions")}
     assert compact == {"compact_cnn_model", "compact_cnn_predictions"}
-    assert demo == keys - paper - compact - by_hand
+    assert patch == {"patch_mlp_model", "patch_mlp_predictions"}
+    assert demo == keys - paper - compact - patch - by_hand
     assert {"ensemble_model", "emotion_distribution_metrics", "dominant_emotion_accuracy", "feature_ridge_model",
             "feature_gbm_model", "feature_gbm_predictions", "feature_mlp_model", "feature_mlp_predictions"} <= demo
-    # The gradient-boosted and network feature models are candidates of the ensemble and scored by the
+    # The gradient-boosted, network and patch models are candidates of the ensemble and scored by the
     # evaluation table.
     for reader in ("ensemble_model", "emotion_distribution_metrics"):
         parents = {k.to_user_string() for k in graph.get(dg.AssetKey(reader)).parent_keys}
-        assert {"feature_gbm_predictions", "feature_mlp_predictions", "feature_ridge_predictions"} <= parents, reader
+        assert {"feature_gbm_predictions", "feature_mlp_predictions", "feature_ridge_predictions",
+                "patch_mlp_predictions"} <= parents, reader
 
 
 def _project_imports() -> dict[str, set[str]]:

@@ -1,6 +1,7 @@
 """The features, image_models and evaluation groups materialize in-process on a synthetic world:
 tables with the right rows, the SVM registered in MLflow and loadable, the accuracy table queryable,
-the feature ridge, gradient-boosted and network models saved with a card that `predict` reproduces."""
+the feature ridge, gradient-boosted and network models and the patch network saved with a card that
+`predict` reproduces."""
 
 import json
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import dagster as dg
 import numpy as np
 import pytest
+import torch
 
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
 from emo_pipeline.core.home import emo_home
@@ -22,10 +24,12 @@ from emo_pipeline_tests.materialize import materialize, project_resources
 ASSETS = ["emotion6_labels", "emotion6_rejected", "emotion6_split", "emotion6_features",
           "svm_dominant_emotion", "svm_predictions", "dominant_emotion_accuracy",
           "feature_ridge_model", "feature_ridge_predictions", "feature_gbm_model", "feature_gbm_predictions",
-          "feature_mlp_model", "feature_mlp_predictions"]
+          "feature_mlp_model", "feature_mlp_predictions", "patch_mlp_model", "patch_mlp_predictions"]
 SMALL_FEATURES = {"glcm_size": 64, "glcm_levels": 16, "glcm_distances": [1, 2], "colour_size": 48,
                   "colour_bins": 10, "workers": 1}
 SMALL_GRID = {"c_grid": [1.0, 10.0], "gamma_factors": [0.03, 0.3]}
+SMALL_PATCHES = {"sizes": [16, 32], "patch_sizes": [4, 6], "centroids": 32, "samples": 5000, "passes": 5,
+                 "members": 2, "epochs": 30, "workers": 1}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +41,8 @@ def materialized(world_factory, tmp_path_factory: pytest.TempPathFactory):
         resources, ASSETS, raise_on_error=True,
         run_config={"ops": {"emotion6_features": {"config": SMALL_FEATURES}, "svm": {"config": SMALL_GRID},
                             "feature_gbm": {"config": {"max_iter": 150}},
-                            "feature_mlp": {"config": {"members": 2, "epochs": 40}}}})
+                            "feature_mlp": {"config": {"members": 2, "epochs": 40}},
+                            "patch_mlp": {"config": SMALL_PATCHES}}})
     return result, root
 
 
@@ -48,7 +53,7 @@ def test_assets_materialize_and_checks_pass(materialized):
     evaluations = result.get_asset_check_evaluations()
     checked = {e.asset_key.to_user_string() for e in evaluations}
     assert {"emotion6_features", "svm_predictions", "dominant_emotion_accuracy", "feature_ridge_predictions",
-            "feature_gbm_predictions", "feature_mlp_predictions"} <= checked
+            "feature_gbm_predictions", "feature_mlp_predictions", "patch_mlp_predictions"} <= checked
     assert [(e.asset_key.to_user_string(), e.check_name, e.description) for e in evaluations if not e.passed] == []
 
     store = Warehouse(root / "warehouse")
@@ -186,3 +191,39 @@ def test_every_feature_model_beats_the_floor_and_its_registered_model_and_card_r
     predicted = predict_images(list(some["image_path"]), name, emo_home().models)
     np.testing.assert_allclose(predicted.distributions, table.loc[some["image_key"], list(PROB_COLUMNS)].to_numpy(),
                                atol=1e-6)
+
+
+def test_the_patch_network_beats_the_floor_and_its_registered_model_and_card_reproduce_the_predictions(materialized):
+    import mlflow.pyfunc
+    from mlflow.tracking import MlflowClient
+
+    from emo_pipeline.core.metrics import clip_distribution
+    from emo_pipeline.image_emotion.image_data import load_rgb, normalise
+    from emo_pipeline.storage.tracking import tracking_store, tracking_uri
+
+    result, root = materialized
+    by_key = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("patch_mlp")}
+    metadata = by_key["patch_mlp_model"]
+    for metric in ("kl", "chebyshev"):
+        assert metadata[f"val_{metric}"].value < metadata[f"val_train_mean_{metric}"].value, metric
+    assert metadata["features"].value == 2 * 4 * 32  # two sizes, four quadrants, 32 centroids
+    assert all(1 <= metadata[f"epoch_kept_member_{i}"].value <= 30 for i in range(2))
+    card = load_card(emo_home().models, "patch_mlp")
+    assert (card.kind, card.architecture, card.size) == ("patches", "patch_mlp", 32)
+    assert card.clip == metadata["floor"].value and card.options["centroids"] == 32
+
+    store = Warehouse(root / "warehouse")
+    table = store.read_table("patch_mlp_predictions").set_index("image_key")
+    some = store.read_table("emotion6_labels").head(3)
+    expected = table.loc[some["image_key"], list(PROB_COLUMNS)].to_numpy()
+    # `predict` on the image files gives the table's distributions ...
+    predicted = predict_images(list(some["image_path"]), "patch_mlp", emo_home().models)
+    np.testing.assert_allclose(predicted.distributions, expected, atol=1e-5)
+    # ... and so does the registered version, fed normalised 32 px images, with the card's floor.
+    client = MlflowClient(tracking_uri=tracking_uri(root / "mlflow"))
+    (version,) = client.search_model_versions("name='patch_mlp_model'")
+    assert version.run_id == metadata["mlflow_run_id"].value == by_key["patch_mlp_predictions"]["mlflow_run_id"].value
+    images = normalise(torch.from_numpy(np.stack([load_rgb(p, 32) for p in some["image_path"]]))).numpy()
+    with tracking_store(root / "mlflow"):
+        registered = mlflow.pyfunc.load_model(f"models:/patch_mlp_model/{version.version}")
+    np.testing.assert_allclose(clip_distribution(registered.predict(images), card.clip), expected, atol=1e-5)

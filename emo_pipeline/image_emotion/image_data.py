@@ -18,9 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-# torchvision's ImageNet statistics: the pretrained backbones expect inputs normalised with them.
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+from emo_pipeline.models.backbones import IMAGENET_MEAN, IMAGENET_STD
 
 
 def load_rgb(path: str | Path, size: int) -> np.ndarray:
@@ -37,7 +35,7 @@ def load_gray(path: str | Path, size: int) -> np.ndarray:
         return np.asarray(image.convert("L").resize((size, size), Image.Resampling.BILINEAR))
 
 
-def _decode_all(paths: Sequence[str | Path], loader: Callable[[str | Path, int], np.ndarray], size: int,
+def decode_all(paths: Sequence[str | Path], loader: Callable[[str | Path, int], np.ndarray], size: int,
                 workers: int) -> torch.Tensor:
     # PIL releases the GIL while decoding, so threads use every core without pickling images around.
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -94,7 +92,7 @@ class ImageTargets(Dataset):
 
     def __init__(self, paths: Sequence[str | Path], targets: np.ndarray | torch.Tensor, size: int, *,
                  workers: int = 2):
-        self.images = _decode_all(paths, load_rgb, size, workers)
+        self.images = decode_all(paths, load_rgb, size, workers)
         self.targets = torch.as_tensor(targets)
         if len(self.targets) != len(self.images):
             raise ValueError(f"{len(self.images)} images but {len(self.targets)} targets")
@@ -113,8 +111,8 @@ class ImageMaps(Dataset):
                  workers: int = 2):
         if len(image_paths) != len(map_paths):
             raise ValueError(f"{len(image_paths)} images but {len(map_paths)} maps")
-        self.images = _decode_all(image_paths, load_rgb, size, workers)
-        self.maps = _decode_all(map_paths, load_gray, size, workers)
+        self.images = decode_all(image_paths, load_rgb, size, workers)
+        self.maps = decode_all(map_paths, load_gray, size, workers)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -154,7 +152,7 @@ class ImagesWithMaps(Dataset):
 
     def __init__(self, paths: Sequence[str | Path], maps: torch.Tensor, targets: np.ndarray | torch.Tensor,
                  size: int, *, workers: int = 2):
-        self.images = _decode_all(paths, load_rgb, size, workers)
+        self.images = decode_all(paths, load_rgb, size, workers)
         self.maps = torch.as_tensor(maps, dtype=torch.float32)
         self.targets = torch.as_tensor(targets)
         self.size = size

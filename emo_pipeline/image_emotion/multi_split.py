@@ -9,7 +9,8 @@ ensemble of the fitted models (weights on validation), then every metric on the 
 train mean. The test split of a seed takes part in no choice of that seed.
 
 Models: `feature_ridge` (the paper's two feature families), `feature_gbm` and `feature_mlp` (every
-family of the feature table), any torch model of the profile's `EMOTION_MODELS` (e.g. `small_cnn`), and `ensemble`.
+family of the feature table), `patch_mlp` (patch features learned from each split's training pictures),
+any torch model of the profile's `EMOTION_MODELS` (e.g. `small_cnn`), and `ensemble`.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ if TYPE_CHECKING:  # the fit functions bring scikit-learn and torch: imported wh
     from emo_pipeline.image_emotion.training import EmotionModelConfig
 
 FEATURE_MODELS = ("feature_ridge", "feature_gbm", "feature_mlp")
+PATCH_MLP = "patch_mlp"
 ENSEMBLE = "ensemble"
 TRAIN_MEAN = "train_mean"
-DEFAULT_MODELS = ("feature_ridge", "feature_gbm", "feature_mlp", "compact_cnn", ENSEMBLE)
+DEFAULT_MODELS = ("feature_ridge", "feature_gbm", "feature_mlp", "compact_cnn", PATCH_MLP, ENSEMBLE)
 SHOWN = ("chebyshev", "bhattacharyya", "kl", "kl_reverse", "mse", "top1")
 
 
@@ -55,7 +57,7 @@ class MultiSplitResult:
 
 def check_models(models: Sequence[str], torch_models: Mapping[str, EmotionModelConfig]) -> list[str]:
     """`models` in order without repeats; a name that is not a model here raises, naming the known ones."""
-    known = [*FEATURE_MODELS, *torch_models, ENSEMBLE]
+    known = [*FEATURE_MODELS, PATCH_MLP, *torch_models, ENSEMBLE]
     unknown = [m for m in models if m not in known]
     if unknown:
         raise ValueError(f"unknown model {', '.join(map(repr, unknown))}; choose from {', '.join(known)}")
@@ -79,8 +81,9 @@ def evaluate_splits(
     """Fit `models` on each split seed of `labels` (as read by `sources.emotion6`) and score them on test.
 
     `features`: image_key and the feature columns (needed by the feature models); `torch_models`:
-    name -> settings of the image models that may be chosen; `feature_settings`: feature model name ->
-    its settings (default: the dataclass defaults, as the assets use); `device`: where torch models train.
+    name -> settings of the image models that may be chosen; `feature_settings`: feature model name (or
+    `patch_mlp`) -> its settings (default: the dataclass defaults, as the assets use); `device`: where torch
+    models train and the patch features are computed.
     """
     from emo_pipeline.image_emotion.ensemble import fit_ensemble
 
@@ -119,26 +122,30 @@ def model_fitter(labels: pd.DataFrame, *, features: pd.DataFrame | None = None,
                  torch_models: Mapping[str, EmotionModelConfig] | None = None,
                  feature_settings: Mapping[str, object] | None = None, device: str | object = "cpu",
                  ) -> Callable[[str, pd.DataFrame], tuple[pd.DataFrame, str]]:
-    """A function fitting model `name` (a feature model or one of `torch_models`) on `split` exactly as
-    its asset does: it returns the predictions (image_key, split, prob_*) and a note on the fit."""
+    """A function fitting model `name` (a feature model, `patch_mlp` or one of `torch_models`) on `split`
+    exactly as its asset does: it returns the predictions (image_key, split, prob_*) and a note on the fit."""
     from emo_pipeline.image_emotion.feature_gbm import FeatureGBMConfig, fit_feature_gbm
     from emo_pipeline.image_emotion.feature_mlp import FeatureMLPConfig, fit_feature_mlp
     from emo_pipeline.image_emotion.feature_ridge import FeatureRidgeConfig, fit_feature_ridge
     from emo_pipeline.image_emotion.features import PAPER_FAMILIES, columns_of
+    from emo_pipeline.image_emotion.patch_mlp import PatchMLPConfig, fit_patch_mlp
     from emo_pipeline.image_emotion.training import fit_emotion_model
 
-    # Each feature model: its fit and its settings; `feature_ridge` reads the paper's families only.
-    fits = {"feature_ridge": (fit_feature_ridge, FeatureRidgeConfig),
-            "feature_gbm": (fit_feature_gbm, FeatureGBMConfig),
-            "feature_mlp": (fit_feature_mlp, FeatureMLPConfig)}
-    settings = {name: (feature_settings or {}).get(name) or config() for name, (_, config) in fits.items()}
+    # Each feature model's fit; `feature_ridge` reads the paper's families only.
+    fits = {"feature_ridge": fit_feature_ridge, "feature_gbm": fit_feature_gbm, "feature_mlp": fit_feature_mlp}
+    defaults = {"feature_ridge": FeatureRidgeConfig, "feature_gbm": FeatureGBMConfig,
+                "feature_mlp": FeatureMLPConfig, PATCH_MLP: PatchMLPConfig}
+    settings = {name: (feature_settings or {}).get(name) or config() for name, config in defaults.items()}
     paper_columns = columns_of(list(features.columns), PAPER_FAMILIES) if features is not None else []
     torch_models = dict(torch_models or {})
 
     def fit(name: str, split: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         if name in fits:
             table = features[["image_key", *paper_columns]] if name == "feature_ridge" else features
-            return fits[name][0](table, labels, split, settings[name]).predictions, ""
+            return fits[name](table, labels, split, settings[name]).predictions, ""
+        if name == PATCH_MLP:
+            fitted = fit_patch_mlp(labels, split, settings[name], device=device, log=lambda line: None)
+            return fitted.predictions, f", of which {fitted.features_seconds:.0f} s for the patch features"
         with tempfile.TemporaryDirectory(prefix=f"{name}_") as checkpoints:
             fitted = fit_emotion_model(labels, split, torch_models[name], Path(checkpoints), device=device,
                                        log=lambda line: None)

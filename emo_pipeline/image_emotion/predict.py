@@ -1,10 +1,11 @@
 """The emotion distribution of any image file, from a materialized model and its card.
 
 Works from `$EMO_HOME/models/` alone (see `model_store`): torch image models, the ESM-enhanced ResNet
-(its FCN predicts the map first), the feature model (features computed as for training) and the
-ensemble (the average of its members). Images go through the batched loader of `inference`, so the
-same code serves a user's three photos and the 108,077 Visual Genome images of dataset B. A file
-that cannot be read is reported and skipped; the others are still predicted.
+(its FCN predicts the map first), the patch network (its encoders are part of the module), the feature
+models (features computed as for training) and the ensemble (the average of its members). Images go
+through the batched loader of `inference`, so the same code serves a user's three photos and the
+108,077 Visual Genome images of dataset B. A file that cannot be read is reported and skipped; the
+others are still predicted.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from emo_pipeline.storage.model_store import (
 )
 from emo_pipeline.storage.warehouse import Warehouse
 
-DISTRIBUTION_KINDS = ("image", "esm_resnet", "features", "ensemble")
+DISTRIBUTION_KINDS = ("image", "esm_resnet", "patches", "features", "ensemble")
 Progress = Callable[[int, int], None]
 
 
@@ -86,7 +87,7 @@ def _torch_outputs(card: ModelCard, models_dir: Path, paths: list[str], options:
             small = F.interpolate(images, size=(side, side), mode="bilinear", align_corners=False)
             maps = F.interpolate(fcn(small), size=images.shape[-2:], mode="bilinear", align_corners=False)
             return model(images, maps)
-    elif is_distribution_model(card.architecture):
+    elif card.kind == "patches" or is_distribution_model(card.architecture):
         forward = model
     else:
         def forward(images: torch.Tensor) -> torch.Tensor:
@@ -135,7 +136,7 @@ def card_distributions(card: ModelCard, models_dir: Path, paths: Sequence[str], 
         readable = np.logical_and.reduce([r for _, r in parts])  # an image counts when every member read it
     elif card.kind == "features":
         outputs, readable = _feature_outputs(card, models_dir, paths, options, progress)
-    elif card.kind in ("image", "esm_resnet"):
+    elif card.kind in ("image", "esm_resnet", "patches"):
         outputs, readable = _torch_outputs(card, models_dir, paths, options, progress)
     else:
         raise ValueError(f"model {card.name!r} ({card.kind}) does not predict emotion distributions")

@@ -38,6 +38,7 @@ from emo_pipeline.models.emotion_objects_mlp import EmotionObjectMLP
 from emo_pipeline.models.esm_resnet import ESMResNet, MapInput, build_esm_resnet
 from emo_pipeline.models.fcn8s import FCN8s, build_fcn8s
 from emo_pipeline.models.object_models import ObjectFC, PhraseRNN, rebuild_object_model
+from emo_pipeline.models.patch_mlp import PatchEncoder, PatchMLP
 from emo_pipeline.models.small_cnn import SmallCNN
 
 __all__ = [
@@ -50,6 +51,8 @@ __all__ = [
     "FCN8s",
     "MapInput",
     "ObjectFC",
+    "PatchEncoder",
+    "PatchMLP",
     "PhraseRNN",
     "PretrainedWeightsMissing",
     "SmallCNN",
@@ -166,6 +169,7 @@ _BUILDERS = {
     "esm_resnet": lambda card: build_esm_resnet(card.architecture, pretrained="none", **card.options)[0],
     "objects_emotion": lambda card: rebuild_object_model(card.architecture, card.size, card.options),
     "emotion_objects": _emotion_objects_mlp,
+    "patches": lambda card: PatchMLP(**card.options),
 }
 TORCH_KINDS: tuple[str, ...] = tuple(_BUILDERS)
 

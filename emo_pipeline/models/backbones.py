@@ -37,6 +37,10 @@ from torch import nn
 from torchvision.models import WeightsEnum
 
 PRETRAINED_MODES: tuple[str, ...] = ("auto", "required", "download", "none")
+# torchvision's ImageNet statistics: the pretrained backbones expect inputs normalised with them, and every
+# image model of the project is fed that way (`image_emotion.image_data.normalise`).
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 # architecture -> (torchvision constructor, its ImageNet weights, prefix of the layer we replace)
 ARCHITECTURES: dict[str, tuple[Callable[..., nn.Module], type[WeightsEnum], str]] = {

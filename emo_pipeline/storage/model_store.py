@@ -25,17 +25,18 @@ from torch import nn
 from emo_pipeline.core.atomic import atomic_output, write_text_atomic
 from emo_pipeline.models import build_from_card
 
-KINDS = ("image", "esm_fcn8s", "esm_resnet", "features", "ensemble", "objects_emotion", "emotion_objects")
+KINDS = ("image", "esm_fcn8s", "esm_resnet", "patches", "features", "ensemble", "objects_emotion", "emotion_objects")
 
 
 @dataclass(frozen=True)
 class ModelCard:
     name: str                # the file stem and the name users pass to `predict --model`
     kind: str                # one of KINDS
-    architecture: str        # build_model name; "fcn8s"; the ESM-ResNet's trunk; the sklearn estimator;
+    architecture: str        # build_model name; "fcn8s"; the ESM-ResNet's trunk; "patch_mlp"; the sklearn estimator;
                              # objects_emotion: the family (fc, rnn, ...); emotion_objects: "mlp"
-    size: int                # input side in px (features: the long side the features are computed at;
-                             # objects_emotion: the word-vector size; emotion_objects: 7)
+    size: int                # input side in px (patches: the largest picture side; features: the long side
+                             # the features are computed at; objects_emotion: the word-vector size;
+                             # emotion_objects: 7)
     options: dict = field(default_factory=dict)  # builder kwargs needed to rebuild the model
     clip: float = 0.0        # floor applied to the predicted distribution before renormalising (0: none)
     flip_tta: bool = False   # image models: the output averaged over the image and its mirror image

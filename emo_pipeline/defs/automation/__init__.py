@@ -1,7 +1,7 @@
 """Jobs, the weekly schedule, the data-roots sensor and the automation conditions of the graph.
 
 `JOBS` (the whole graph as three runs around the 16 dataset B shards; raw, datasets, evaluation; the
-demo's graph, and the paper's large image models and the compact CNN, which it leaves out),
+demo's graph, and the paper's large image models, the compact CNN and the patch network, which it leaves out),
 `FOLLOW_UPSTREAM`, `weekly_graph_schedule`, `data_roots_sensor` and `downstream_automation_sensor`
 (the schedule and sensors are off by default). How they work together: docs/operations.md.
 """
@@ -84,15 +84,24 @@ compact_cnn_job = dg.define_asset_job(
     f"{COMPACT_CNN}_job", selection=COMPACT_CNN_ASSETS,
     description="This project's compact CNN on Emotion6 (minutes on a CPU). Afterwards `emo-pipeline demo` brings "
                 "the ensemble, the evaluation tables and what is built on them up to date.")
-DEMO = dg.AssetSelection.all() - PAPER_MODEL_ASSETS - COMPACT_CNN_ASSETS - BY_HAND_SELECTION
+# This project's network on learned patch features: encoding every picture takes about two minutes of a
+# real Emotion6 split on two cores, so it is left out of the demo like the compact CNN.
+PATCH_MLP = "patch_mlp"
+PATCH_MLP_ASSETS = _model_assets(PATCH_MLP)
+patch_mlp_job = dg.define_asset_job(
+    f"{PATCH_MLP}_job", selection=PATCH_MLP_ASSETS,
+    description="This project's network on patch features learned from the training pictures (minutes on a CPU). "
+                "Afterwards `emo-pipeline demo` brings the ensemble, the evaluation tables and what is built on "
+                "them up to date.")
+DEMO = dg.AssetSelection.all() - PAPER_MODEL_ASSETS - COMPACT_CNN_ASSETS - PATCH_MLP_ASSETS - BY_HAND_SELECTION
 demo_job = dg.define_asset_job(
     "demo_job", selection=DEMO,
-    description="Every stage but the paper's large image models and the compact CNN, what `emo-pipeline demo` "
-                "(`make demo`) runs: only the assets that are stale or missing and what is built on them, in up to "
-                "three runs around the 16 Visual Genome shards.")
+    description="Every stage but the paper's large image models, the compact CNN and the patch network, what "
+                "`emo-pipeline demo` (`make demo`) runs: only the assets that are stale or missing and what is built "
+                "on them, in up to three runs around the 16 Visual Genome shards.")
 
 JOBS = [raw_job, unsharded_job, vg_predictions_job, dataset_b_job, datasets_job, evaluation_job, demo_job,
-        paper_models_job, compact_cnn_job]
+        paper_models_job, compact_cnn_job, patch_mlp_job]
 
 # --- automation conditions --------------------------------------------------------------------------
 

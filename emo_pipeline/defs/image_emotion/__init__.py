@@ -3,7 +3,15 @@
 
 import dagster as dg
 
-from emo_pipeline.defs.image_emotion import ensemble, esm, evaluation, feature_models, features, torch_models
+from emo_pipeline.defs.image_emotion import (
+    ensemble,
+    esm,
+    evaluation,
+    feature_models,
+    features,
+    patch_mlp,
+    torch_models,
+)
 
-defs = dg.Definitions.merge(features.defs, feature_models.defs, torch_models.defs, esm.defs, ensemble.defs,
-                            evaluation.defs)
+defs = dg.Definitions.merge(features.defs, feature_models.defs, torch_models.defs, patch_mlp.defs, esm.defs,
+                            ensemble.defs, evaluation.defs)

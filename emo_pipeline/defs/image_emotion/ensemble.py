@@ -19,7 +19,7 @@ from emo_pipeline.storage.model_store import ModelCard, save_card
 ENSEMBLE = "ensemble"
 # Every model that predicts a distribution from an image, in the order the tables list them.
 CANDIDATES = [*(name for name in EMOTION_MODELS["demo"] if name not in CLASSIFIERS), "feature_ridge", "feature_gbm",
-              "feature_mlp", "esm_resnet"]
+              "feature_mlp", "patch_mlp", "esm_resnet"]
 
 
 class EnsembleConfig(dg.Config):
