@@ -134,6 +134,12 @@ def test_ensemble_card_averages_its_members(saved, tmp_path):
                                     members=("small_cnn", "other"), member_weights=(0.75, 0.25)))
     weighted = predict_images(images, "ensemble", models_dir).distributions
     np.testing.assert_allclose(weighted, metrics.clip_distribution(0.75 * one + 0.25 * two, 0.01), atol=1e-9)
+    save_card(models_dir, ModelCard("ensemble", "ensemble", "weighted_mean", 0, clip=0.01,
+                                    members=("small_cnn", "other"), member_weights=(0.75, 0.25), power=1.5))
+    sharpened = predict_images(images, "ensemble", models_dir).distributions
+    raised = (0.75 * one + 0.25 * two) ** 1.5
+    np.testing.assert_allclose(sharpened, metrics.clip_distribution(raised / raised.sum(axis=1, keepdims=True), 0.01),
+                               atol=1e-9)
     # The lowest validation KL wins the default; without scores the ensemble does.
     assert default_model(models_dir, {"other": 0.4, "small_cnn": 0.5}) == "other"
     assert default_model(models_dir) == "ensemble"
@@ -173,4 +179,23 @@ def test_ensemble_weights_members_on_validation_and_beats_each_of_them():
     relabelled = labels.copy()
     relabelled.loc[splits == "test", list(PROB_COLUMNS)] = rng.dirichlet(np.ones(7), size=int((splits == "test").sum()))
     again = fit_ensemble(relabelled, candidates)
-    assert (again.members, again.weights, again.clip) == (result.members, result.weights, result.clip)
+    assert (again.members, again.weights, again.power, again.clip) == (result.members, result.weights, result.power,
+                                                                       result.clip)
+
+
+def test_a_flat_average_is_sharpened_by_a_power_chosen_on_validation():
+    rng = np.random.default_rng(8)
+    n = 300
+    keys = [f"img{i}" for i in range(n)]
+    splits = np.array(["train"] * 200 + ["val"] * 50 + ["test"] * 50)
+    true = rng.dirichlet(np.ones(7) * 0.5, size=n)
+    labels = _frame(keys, splits, true).drop(columns="split")
+    # Right on average but too flat: the truth raised to 0.5 and renormalised, so a power of 2 restores it.
+    flat = np.sqrt(true) / np.sqrt(true).sum(axis=1, keepdims=True)
+    result = fit_ensemble(labels, {"flat": _frame(keys, splits, flat)})
+    assert result.power == pytest.approx(2.0) and result.clip == 0
+    assert result.val_kl["ensemble"] < 0.01 * result.val_kl["flat"]
+    restored = result.predictions.set_index("image_key").loc[keys, list(PROB_COLUMNS)].to_numpy()
+    np.testing.assert_allclose(restored, true, atol=1e-9)
+    # A model that is already sharp enough keeps the power 1.
+    assert fit_ensemble(labels, {"right": _frame(keys, splits, true)}).power == 1.0

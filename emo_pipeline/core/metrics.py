@@ -186,6 +186,12 @@ def clip_distribution(predicted, floor: float) -> np.ndarray:
     return clipped / clipped.sum(axis=1, keepdims=True)
 
 
+def sharpen(predicted, power: float) -> np.ndarray:
+    """Every row raised to `power` and renormalised to sum to 1: above 1 sharper, 1 unchanged."""
+    raised = np.power(np.asarray(predicted, dtype=np.float64), power)
+    return raised / raised.sum(axis=1, keepdims=True)
+
+
 def choose_clip(true, predicted, grid: tuple[float, ...] = CLIP_GRID) -> float:
     """The floor of `grid` with the lowest mean KL on (validation) `true` vs `predicted`; 0 wins ties."""
     scores = [(float(kl_divergence(true, clip_distribution(predicted, floor)).mean()), floor) for floor in grid]

@@ -107,7 +107,8 @@ def evaluate_splits(
         if ENSEMBLE in models:
             began = time.perf_counter()
             ensemble = fit_ensemble(labels, fitted)
-            members[int(seed)] = ", ".join(f"{m} {w:.2f}" for m, w in zip(ensemble.members, ensemble.weights))
+            members[int(seed)] = (", ".join(f"{m} {w:.2f}" for m, w in zip(ensemble.members, ensemble.weights))
+                                  + f"; power {ensemble.power:g}")
             rows.append(_row(seed, ENSEMBLE, time.perf_counter() - began, ensemble.predictions, labels))
             log(_line(rows[-1]) + f" ({members[int(seed)]})")
         any_predictions = next(iter(fitted.values()))

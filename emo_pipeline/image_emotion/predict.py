@@ -20,7 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
-from emo_pipeline.core.metrics import clip_distribution
+from emo_pipeline.core.metrics import clip_distribution, sharpen
 from emo_pipeline.image_emotion.inference import (
     MirrorAveraged,
     forward_batches,
@@ -132,7 +132,7 @@ def card_distributions(card: ModelCard, models_dir: Path, paths: Sequence[str], 
             raise ValueError(f"ensemble {card.name!r} lists no members")
         parts = [card_distributions(load_card(models_dir, member), models_dir, paths, options, progress)
                  for member in card.members]
-        outputs = np.average([p for p, _ in parts], axis=0, weights=card.member_weights or None)
+        outputs = sharpen(np.average([p for p, _ in parts], axis=0, weights=card.member_weights or None), card.power)
         readable = np.logical_and.reduce([r for _, r in parts])  # an image counts when every member read it
     elif card.kind == "features":
         outputs, readable = _feature_outputs(card, models_dir, paths, options, progress)

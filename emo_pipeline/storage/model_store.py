@@ -44,6 +44,7 @@ class ModelCard:
     esm_size: int | None = None     # esm_resnet: the side the FCN is run at
     members: tuple[str, ...] = ()   # ensemble: the cards it averages
     member_weights: tuple[float, ...] = ()  # ensemble: each member's weight, in `members` order (empty: equal)
+    power: float = 1.0              # ensemble: the average raised to this power and renormalised, before `clip`
     profile: str = ""
     weights_source: str = ""
 

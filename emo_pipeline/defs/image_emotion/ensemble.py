@@ -31,8 +31,8 @@ class EnsembleConfig(dg.Config):
     specs=[
         dg.AssetSpec(f"{ENSEMBLE}_model", group_name=GROUP, kinds={"python"},
                      deps=[f"{name}_predictions" for name in CANDIDATES] + ["emotion6_labels"],
-                     description="Members, weights and floor of the weighted average of the distribution models, "
-                                 "fitted on validation."),
+                     description="Members, weights, sharpening power and floor of the weighted average of the "
+                                 "distribution models, fitted on validation."),
         dg.AssetSpec(f"{ENSEMBLE}_predictions", group_name=GROUP, kinds={"parquet"}, deps=[f"{ENSEMBLE}_model"],
                      description="The ensemble's predicted 7-way distribution for every Emotion6 image."),
     ],
@@ -52,25 +52,26 @@ def ensemble(context: dg.AssetExecutionContext, config: EnsembleConfig, warehous
     result = fit_ensemble(labels, {name: store.read_table(f"{name}_predictions") for name in available},
                           max_members=config.max_members)
     described = ", ".join(f"{m} {w:.2f}" for m, w in zip(result.members, result.weights))
-    context.log.info(f"ensemble of {described} (floor {result.clip:g}); validation KL: "
+    context.log.info(f"ensemble of {described} (power {result.power:g}, floor {result.clip:g}); validation KL: "
                      + ", ".join(f"{name} {kl:.4f}" for name, kl in result.val_kl.items()))
     scores = split_metrics(result.predictions, labels)
 
     card = ModelCard(name=ENSEMBLE, kind="ensemble", architecture="weighted_mean", size=0, clip=result.clip,
-                     members=tuple(result.members), member_weights=tuple(result.weights),
+                     members=tuple(result.members), member_weights=tuple(result.weights), power=result.power,
                      profile=models.active_profile())
     card_path = save_card(models.directory(), card)
     predictions_path = store.write_table(f"{ENSEMBLE}_predictions", result.predictions)
     with mlflow.start_run(context, run_name=ENSEMBLE) as run:
         mlflow_api.log_params({"members": ",".join(result.members), "candidates": ",".join(available),
                                "weights": ",".join(f"{w:.4f}" for w in result.weights),
-                               "clip": result.clip, "max_members": config.max_members})
+                               "power": result.power, "clip": result.clip, "max_members": config.max_members})
         mlflow_api.log_metrics({f"{split}_{k}": v for split, values in scores.items() for k, v in values.items()})
         mlflow_api.log_dict(card.to_json(), "model_card.json")
 
     yield dg.MaterializeResult(asset_key=f"{ENSEMBLE}_model", metadata={
         "members": described,
         "candidates": ", ".join(available),
+        "power": result.power,
         "floor": result.clip,
         "card": dg.MetadataValue.path(str(card_path)),
         "mlflow_run_id": run.info.run_id,
