@@ -152,13 +152,17 @@ def _frame(keys, splits, distributions):
     return frame
 
 
+def _labelled(rng: np.random.Generator, concentration: float) -> tuple[list[str], np.ndarray, np.ndarray, pd.DataFrame]:
+    """300 images split 200/50/50 with random true distributions: keys, splits, distributions, labels."""
+    keys = [f"img{i}" for i in range(300)]
+    splits = np.array(["train"] * 200 + ["val"] * 50 + ["test"] * 50)
+    true = rng.dirichlet(np.ones(7) * concentration, size=len(keys))
+    return keys, splits, true, _frame(keys, splits, true).drop(columns="split")
+
+
 def test_ensemble_weights_members_on_validation_and_beats_each_of_them():
     rng = np.random.default_rng(7)
-    n = 300
-    keys = [f"img{i}" for i in range(n)]
-    splits = np.array(["train"] * 200 + ["val"] * 50 + ["test"] * 50)
-    true = rng.dirichlet(np.ones(7) * 0.7, size=n)
-    labels = _frame(keys, splits, true).drop(columns="split")
+    keys, splits, true, labels = _labelled(rng, 0.7)
     noisy = lambda scale: np.vstack([rng.dirichlet(t * scale + 0.05) for t in true])  # noqa: E731
     good, also_good, worse = noisy(30), noisy(30), noisy(4)
     candidates = {"good": _frame(keys, splits, good), "also_good": _frame(keys, splits, also_good),
@@ -184,12 +188,7 @@ def test_ensemble_weights_members_on_validation_and_beats_each_of_them():
 
 
 def test_a_flat_average_is_sharpened_by_a_power_chosen_on_validation():
-    rng = np.random.default_rng(8)
-    n = 300
-    keys = [f"img{i}" for i in range(n)]
-    splits = np.array(["train"] * 200 + ["val"] * 50 + ["test"] * 50)
-    true = rng.dirichlet(np.ones(7) * 0.5, size=n)
-    labels = _frame(keys, splits, true).drop(columns="split")
+    keys, splits, true, labels = _labelled(np.random.default_rng(8), 0.5)
     # Right on average but too flat: the truth raised to 0.5 and renormalised, so a power of 2 restores it.
     flat = np.sqrt(true) / np.sqrt(true).sum(axis=1, keepdims=True)
     result = fit_ensemble(labels, {"flat": _frame(keys, splits, flat)})

@@ -280,7 +280,8 @@ def _gbm_curves(result) -> dict[str, str]:
     return {"val_mse_per_iteration.csv": curves.to_csv(index=False)}
 
 
-def _mlp_curves(result) -> dict[str, str]:
+def mlp_curves(result) -> dict[str, str]:
+    """The feature network's validation KL per epoch and member, as an MLflow text artifact (file -> CSV)."""
     curves = pd.DataFrame(result.val_curves, columns=[f"val_kl_member_{i}" for i in range(result.val_curves.shape[1])])
     curves.insert(0, "epoch", np.arange(1, len(curves) + 1))
     return {"val_kl_per_epoch.csv": curves.to_csv(index=False)}
@@ -309,7 +310,7 @@ FEATURE_MLP = FeatureModel(
     estimator=lambda result: result.model,
     architecture=lambda settings: f"mlp_{settings.members}x{settings.hidden}_relu_softmax",
     details=lambda result, settings: {f"epoch_kept_member_{i}": e for i, e in enumerate(result.epochs_kept)},
-    artifacts=_mlp_curves, label_columns=(*PROB_COLUMNS, *AUXILIARY_COLUMNS),
+    artifacts=mlp_curves, label_columns=(*PROB_COLUMNS, *AUXILIARY_COLUMNS),
     description="One-hidden-layer networks (five by default, logits averaged) from every feature family of "
                 "emotion6_features, histograms square-rooted, to the 7-way emotion distribution, trained with "
                 "the KL loss (and valence, arousal and keyword as auxiliary targets); each member's epoch and "

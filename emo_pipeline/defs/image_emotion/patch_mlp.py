@@ -9,13 +9,12 @@ the demo leaves it out.
 """
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 import torch
 
 from emo_pipeline.core.digests import frame_fingerprint
 from emo_pipeline.core.emotions import PROB_COLUMNS
 from emo_pipeline.core.metrics import REPORTED
+from emo_pipeline.defs.image_emotion.feature_models import mlp_curves
 from emo_pipeline.defs.shared.checks import predictions_check_spec, predictions_cover_split
 from emo_pipeline.defs.shared.gpu import GPU_POOL, GPU_TAGS
 from emo_pipeline.defs.shared.metadata import table_metadata, test_samples_metadata
@@ -78,11 +77,9 @@ def patch_mlp(context: dg.AssetExecutionContext, config: PatchMLPOverrides, ware
                         **{f"epoch_kept_member_{i}": e for i, e in enumerate(network.epochs_kept)}})
         run.log_metrics({f"{s}_{k}": v for s, values in result.scores.items() for k, v in values.items()})
         run.log_metrics({"features_seconds": result.features_seconds, "train_seconds": result.seconds})
-        curves = pd.DataFrame(network.val_curves,
-                              columns=[f"val_kl_member_{i}" for i in range(network.val_curves.shape[1])])
-        curves.insert(0, "epoch", np.arange(1, len(curves) + 1))
-        mlflow_api.log_text(curves.to_csv(index=False), "val_kl_per_epoch.csv")
-        mlflow_api.log_text(network.selection.to_csv(index=False), "model_selection.csv")
+        artifacts = {**mlp_curves(network), "model_selection.csv": network.selection.to_csv(index=False)}
+        for file_name, text in artifacts.items():
+            mlflow_api.log_text(text, file_name)
         size = max(settings.patches.sizes)
         card = ModelCard(name=NAME, kind="patches", architecture=ARCHITECTURE, size=size, options=result.options,
                          clip=result.clip, profile=run.profile,
