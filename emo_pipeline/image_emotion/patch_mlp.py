@@ -8,8 +8,8 @@ and the network's weights into a `models.patch_mlp.PatchMLP`, which predicts a d
 image as every image model does, for `predict`, the ensemble and dataset B. The test split takes
 part in no choice.
 
-On the real Emotion6 (docs/models.md) the network alone scores about as well as the hand-made-feature
-network, and beside the other models it lowers the stacked ensemble's KL on every split seed.
+On the real Emotion6 (docs/models.md) the network alone scores about as well as the compact CNN, and
+beside the other models it lowers the stacked ensemble's KL on every split seed.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ ARCHITECTURE = "patch_mlp"
 @dataclass(frozen=True)
 class PatchMLPConfig:
     patches: PatchFeatureConfig = field(default_factory=PatchFeatureConfig)
-    # The hand-made-feature network's settings as they are: on split seeds 0-2 of the real Emotion6 they
-    # did as well on these columns (docs/models.md). No square roots: these columns are not histograms.
+    # The hand-made-feature network's settings, not tuned again for these columns. No square roots: these
+    # columns are not histograms.
     network: FeatureMLPConfig = field(default_factory=lambda: FeatureMLPConfig(sqrt_families=()))
     workers: int = 2                        # threads decoding the pictures
 
