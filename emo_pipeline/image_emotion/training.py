@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -151,9 +151,11 @@ class FittedEmotionModel:
     options: dict | None = None  # builder_options(config): what build_model needs to rebuild the model
 
 
-def labels_fingerprint(labels: pd.DataFrame, split: pd.DataFrame) -> str:
-    """Changes whenever the images, their labels or the split change: new data, new checkpoints."""
-    table = labels[["image_key", "image_path", *PROB_COLUMNS]].merge(split, on="image_key").sort_values("image_key")
+def labels_fingerprint(labels: pd.DataFrame, split: pd.DataFrame, columns: Sequence[str] = ()) -> str:
+    """Changes whenever the images, their labels (and the further label `columns` a fit reads) or the
+    split change: new data, new checkpoints."""
+    table = (labels[["image_key", "image_path", *PROB_COLUMNS, *columns]].merge(split, on="image_key")
+             .sort_values("image_key"))
     return frame_fingerprint(table)
 
 

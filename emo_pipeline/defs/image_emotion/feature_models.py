@@ -183,7 +183,8 @@ class FeatureModel:
     label_columns: tuple[str, ...] = PROB_COLUMNS # the labels' columns the fit reads (beside image_key)
 
 
-def _text_scores(scores: dict) -> str:
+def text_scores(scores: dict) -> str:
+    """Validation and test KL and Chebyshev beside the train mean's, as one log line."""
     return ", ".join(
         f"{s} KL {scores[s]['kl']:.4f} Chebyshev {scores[s]['chebyshev']:.4f} "
         f"(train mean {scores[s + '_train_mean']['kl']:.4f} / {scores[s + '_train_mean']['chebyshev']:.4f})"
@@ -231,7 +232,7 @@ def feature_model_asset(spec: FeatureModel) -> dg.AssetsDefinition:
             chosen = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in details.items())
             context.log.info(f"{spec.name} on {len(result.feature_columns)} features ({chosen}; floor "
                              f"{result.clip:g}) in {result.seconds:.1f} s: "
-                             + _text_scores(scores))
+                             + text_scores(scores))
             families = PAPER_FAMILIES if spec.paper_families_only else feature_config.families
             run.log_params({**details, "clip": result.clip, "features": len(result.feature_columns),
                             "families": ",".join(families),

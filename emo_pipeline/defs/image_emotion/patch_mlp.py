@@ -11,10 +11,8 @@ the demo leaves it out.
 import dagster as dg
 import torch
 
-from emo_pipeline.core.digests import frame_fingerprint
-from emo_pipeline.core.emotions import PROB_COLUMNS
 from emo_pipeline.core.metrics import REPORTED
-from emo_pipeline.defs.image_emotion.feature_models import mlp_curves
+from emo_pipeline.defs.image_emotion.feature_models import mlp_curves, text_scores
 from emo_pipeline.defs.shared.checks import predictions_check_spec, predictions_cover_split
 from emo_pipeline.defs.shared.gpu import GPU_POOL, GPU_TAGS
 from emo_pipeline.defs.shared.metadata import table_metadata, test_samples_metadata
@@ -30,6 +28,7 @@ from emo_pipeline.image_emotion import feature_mlp, patch_features
 from emo_pipeline.image_emotion import patch_mlp as patch_mlp_module
 from emo_pipeline.image_emotion.feature_mlp import AUXILIARY_COLUMNS
 from emo_pipeline.image_emotion.patch_mlp import ARCHITECTURE, PatchMLPConfig, fit_patch_mlp
+from emo_pipeline.image_emotion.training import labels_fingerprint
 from emo_pipeline.models import patch_mlp as patch_mlp_network
 from emo_pipeline.storage.model_store import ModelCard
 
@@ -65,16 +64,15 @@ def patch_mlp(context: dg.AssetExecutionContext, config: PatchMLPOverrides, ware
     split = store.read_table("emotion6_split")
     settings = apply_overrides(PatchMLPConfig(), config)
     device = torch_device.torch_device()
-    # The pictures, their distributions and the auxiliary targets, and the split, which decides what is fitted.
-    data = labels[["image_key", "image_path", *PROB_COLUMNS, *AUXILIARY_COLUMNS]].merge(split, on="image_key")
-    fingerprint = frame_fingerprint(data.sort_values("image_key"))
+    # The network also learns from the auxiliary targets: they are part of its data.
+    fingerprint = labels_fingerprint(labels, split, AUXILIARY_COLUMNS)
     with TrainingRun(context, MODEL, settings, fingerprint, models=models, mlflow=mlflow, run_name=NAME,
                      params={"device": str(device)}) as run:
         result = fit_patch_mlp(labels, split, settings, device=device, log=context.log.info)
         network = result.network
+        kept = {f"epoch_kept_member_{i}": e for i, e in enumerate(network.epochs_kept)}
         run.log_params({"clip": result.clip, "features": len(network.feature_columns),
-                        "train_images": int((result.predictions["split"] == "train").sum()),
-                        **{f"epoch_kept_member_{i}": e for i, e in enumerate(network.epochs_kept)}})
+                        "train_images": int((result.predictions["split"] == "train").sum()), **kept})
         run.log_metrics({f"{s}_{k}": v for s, values in result.scores.items() for k, v in values.items()})
         run.log_metrics({"features_seconds": result.features_seconds, "train_seconds": result.seconds})
         artifacts = {**mlp_curves(network), "model_selection.csv": network.selection.to_csv(index=False)}
@@ -88,16 +86,14 @@ def patch_mlp(context: dg.AssetExecutionContext, config: PatchMLPOverrides, ware
         run.publish_torch(card, result.model, torch.zeros(2, 3, size, size).numpy())
     predictions_path = store.write_table(PREDICTIONS, result.predictions)
     scores = result.scores
-    context.log.info(f"{NAME}: " + ", ".join(
-        f"{s} KL {scores[s]['kl']:.4f} Chebyshev {scores[s]['chebyshev']:.4f} (train mean "
-        f"{scores[s + '_train_mean']['kl']:.4f})" for s in ("val", "test") if s in scores))
+    context.log.info(f"{NAME}: {text_scores(scores)}")
     yield dg.MaterializeResult(asset_key=MODEL, data_version=run.data_version, metadata=run.metadata(
         [f"{s}_{m}" for s in scores for m in REPORTED], digits=4, extra={
             "floor": result.clip,
             "features": len(network.feature_columns),
             "features_seconds": round(result.features_seconds, 1),
             "train_seconds": round(result.seconds, 1),
-            **{f"epoch_kept_member_{i}": e for i, e in enumerate(network.epochs_kept)},
+            **kept,
             "model_selection": dg.MetadataValue.md(network.selection.to_markdown(index=False, floatfmt=".5g")),
             **test_samples_metadata(NAME, result.predictions, labels),
         }))
