@@ -13,10 +13,16 @@ from PIL import Image
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
 from emo_pipeline.core.splits import stratified_split
 from emo_pipeline.image_emotion.feature_mlp import FeatureMLPConfig
-from emo_pipeline.image_emotion.patch_features import PatchFeatureConfig, fit_encoder, patch_feature_table
+from emo_pipeline.image_emotion.patch_features import (
+    PatchFeatureConfig,
+    fit_encoder,
+    load_pictures,
+    patch_feature_table,
+)
 from emo_pipeline.image_emotion.patch_mlp import PatchMLPConfig, fit_patch_mlp
 from emo_pipeline.image_emotion.predict import predict_images
 from emo_pipeline.models import PatchEncoder
+from emo_pipeline.models.patch_mlp import resized
 from emo_pipeline.storage.model_store import ModelCard, save_torch_model
 
 
@@ -79,21 +85,44 @@ def test_only_the_training_pictures_shape_the_dictionary(tmp_path: Path):
     keys = [p.stem for p in paths]
     train = np.arange(12) < 8
     config = PatchFeatureConfig(sizes=(12, 16), patch_sizes=(3, 4), centroids=6, samples=2000, passes=5)
-    table, encoders = patch_feature_table(keys, paths, train, config, workers=1)
+    features = patch_feature_table(keys, paths, train, config, workers=1)
+    table = features.table
     assert table.shape == (12, 1 + 2 * 4 * 6) and list(table["image_key"]) == keys
-    assert [e.size for e in encoders] == [12, 16]
+    assert [e.size for e in features.encoders] == [12, 16] and features.mirrored is None
     assert (table.drop(columns="image_key").to_numpy() >= 0).all()
     # Other pixels in a picture outside train change its own row and nothing else.
     Image.fromarray(np.full((20, 24, 3), 128, np.uint8)).save(paths[10])
-    changed, _ = patch_feature_table(keys, paths, train, config, workers=1)
+    changed = patch_feature_table(keys, paths, train, config, workers=1).table
     same = [k for k in keys if k != "10"]
     np.testing.assert_array_equal(changed.set_index("image_key").loc[same].to_numpy(),
                                   table.set_index("image_key").loc[same].to_numpy())
     assert not np.array_equal(changed.iloc[10, 1:].to_numpy(), table.iloc[10, 1:].to_numpy())
     # ... while a training picture's pixels change the dictionary, so every row.
     Image.fromarray(np.full((20, 24, 3), 128, np.uint8)).save(paths[0])
-    retrained, _ = patch_feature_table(keys, paths, train, config, workers=1)
+    retrained = patch_feature_table(keys, paths, train, config, workers=1).table
     assert not np.array_equal(retrained.iloc[5, 1:].to_numpy(), changed.iloc[5, 1:].to_numpy())
+
+
+def test_the_mirrored_table_encodes_each_pictures_mirror_image(tmp_path: Path):
+    paths = _write_pictures(tmp_path, 6, seed=5)
+    symmetric = np.random.default_rng(6).integers(0, 256, (20, 12, 3), dtype=np.uint8)
+    Image.fromarray(np.concatenate([symmetric, symmetric[:, ::-1]], axis=1)).save(paths[5])  # its own mirror image
+    mirror_files = []
+    for path in paths[:2]:
+        mirror_files.append(tmp_path / f"mirror_{path.name}")
+        Image.open(path).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirror_files[-1])
+    keys = [p.stem for p in paths]
+    config = PatchFeatureConfig(sizes=(12, 16), patch_sizes=(3, 4), centroids=6, samples=2000, passes=5)
+    features = patch_feature_table(keys, paths, np.arange(6) < 4, config, mirrored=True, workers=1)
+    assert list(features.mirrored["image_key"]) == keys and list(features.mirrored.columns) == list(features.table.columns)
+    values, mirrored = features.table.iloc[:, 1:].to_numpy(), features.mirrored.iloc[:, 1:].to_numpy()
+    assert np.abs(values[0] - mirrored[0]).max() > 1e-2 * np.abs(values[0]).max()  # the columns are not symmetric
+    np.testing.assert_allclose(mirrored[5], values[5], rtol=1e-4, atol=1e-3)
+    # The mirror image files, encoded as pictures of their own by the same dictionaries, give the mirrored rows.
+    largest = load_pictures(mirror_files, 16, workers=1)
+    with torch.inference_mode():
+        direct = torch.cat([e(resized(largest, e.size)) for e in features.encoders], dim=1).numpy()
+    np.testing.assert_allclose(direct, mirrored[:2], rtol=1e-4, atol=1e-3)
 
 
 def test_settings_that_cannot_work_are_refused():
@@ -136,13 +165,18 @@ def test_the_served_patch_network_gives_image_files_its_fitted_distributions_and
     assert result.options == {"sizes": [12, 16], "patch_sizes": [3, 4], "centroids": 12, "hidden": 2 * 128,
                               "contrast_epsilon": 10.0, "clip_value": 6.0}
     # Saved as any torch model of the store, rebuilt from its card alone, fed image files by `predict`.
+    # Trained on the mirror images too, it predicts the mean over a picture and its mirror image (flip_tta).
     card = ModelCard(name="patch_mlp", kind="patches", architecture="patch_mlp", size=16, options=result.options,
-                     clip=result.clip)
+                     clip=result.clip, flip_tta=config.mirror)
     save_torch_model(tmp_path / "models", card, result.model)
     some = labels.sample(10, random_state=0)
     predicted = predict_images(list(some["image_path"]), "patch_mlp", tmp_path / "models")
     table = result.predictions.set_index("image_key").loc[some["image_key"], list(PROB_COLUMNS)]
     np.testing.assert_allclose(predicted.distributions, table.to_numpy(), atol=1e-5)
+    mirror = tmp_path / "mirror.png"
+    Image.open(some["image_path"].iloc[0]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirror)
+    np.testing.assert_allclose(predict_images([mirror], "patch_mlp", tmp_path / "models").distributions,
+                               predicted.distributions[:1], atol=1e-5)
     # New test labels: the same dictionaries, epochs, floor and predictions.
     test = labels["image_key"].isin(split.loc[split["split"] == "test", "image_key"])
     relabelled = labels.copy()

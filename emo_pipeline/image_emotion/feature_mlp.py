@@ -26,6 +26,9 @@ that is the KL divergence up to a constant) and its softmax output is a distribu
   the kept epoch and the served model use the emotion outputs alone, so predicting needs neither.
 - Output floor: chosen on validation KL from `clip_grid` (0 always tried), as for the other feature
   models, and stored beside the model (`clip`).
+- Mirror images (`mirrored`, for features that are not mirror-symmetric, as `patch_mlp`'s): the
+  training images' mirror images join the training rows, and each prediction is the mean over the
+  image and its mirror image.
 - Only the train and validation splits take part in the fit and every choice; the test split is
   predicted once at the end.
 
@@ -138,11 +141,12 @@ def auxiliary_targets(labels: pd.DataFrame, image_keys: np.ndarray) -> Auxiliary
                             keywords.tolist())
 
 
-def _train_member(Z_train: np.ndarray, Y_train: np.ndarray, Z_val: np.ndarray, Y_val: np.ndarray,
+def _train_member(Z_train: np.ndarray, Y_train: np.ndarray, Z_val: list[np.ndarray], Y_val: np.ndarray,
                   config: FeatureMLPConfig, seed: int, auxiliary: AuxiliaryTargets | None = None,
                   ) -> tuple[dict[str, np.ndarray], int, np.ndarray]:
     """One network trained on train (with `auxiliary` heads when given): the weights of its best
-    validation epoch, that epoch (1-based) and the validation curve."""
+    validation epoch, that epoch (1-based) and the validation curve. `Z_val` holds one or more views of
+    the validation images (the features, and of their mirror images), whose predictions are averaged."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)
@@ -161,7 +165,7 @@ def _train_member(Z_train: np.ndarray, Y_train: np.ndarray, Z_val: np.ndarray, Y
         A = torch.as_tensor(auxiliary.valence_arousal, dtype=torch.float32)
         K = torch.as_tensor(auxiliary.keyword, dtype=torch.long)
     X, Y = torch.as_tensor(Z_train, dtype=torch.float32), torch.as_tensor(Y_train, dtype=torch.float32)
-    X_val = torch.as_tensor(Z_val, dtype=torch.float32)
+    X_val = [torch.as_tensor(view, dtype=torch.float32) for view in Z_val]
     batches = -(-len(X) // config.batch_size)
     optimizer = torch.optim.AdamW(parameters, lr=config.max_lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.max_lr,
@@ -185,7 +189,8 @@ def _train_member(Z_train: np.ndarray, Y_train: np.ndarray, Z_val: np.ndarray, Y
             schedule.step()
         net.eval()
         with torch.no_grad():
-            curve[epoch] = float(metrics.kl_divergence(Y_val, torch.softmax(net(X_val), dim=1).double().numpy()).mean())
+            predicted = torch.stack([torch.softmax(net(view), dim=1) for view in X_val]).mean(dim=0)
+            curve[epoch] = float(metrics.kl_divergence(Y_val, predicted.double().numpy()).mean())
         if curve[epoch] < curve[:epoch].min(initial=np.inf):  # ties keep the earlier epoch
             layers = {"w1": net[1].weight, "b1": net[1].bias, "w2": output.weight, "b2": output.bias}
             best = {name: tensor.detach().double().numpy().copy() for name, tensor in layers.items()}
@@ -210,31 +215,44 @@ def _served_network(members: list[dict[str, np.ndarray]], n_features: int) -> ML
 
 
 def fit_feature_mlp(features: pd.DataFrame, labels: pd.DataFrame, split: pd.DataFrame,
-                    config: FeatureMLPConfig = FeatureMLPConfig()) -> FeatureMLPResult:
+                    config: FeatureMLPConfig = FeatureMLPConfig(), *,
+                    mirrored: pd.DataFrame | None = None) -> FeatureMLPResult:
     """Fit `config.members` networks on train, keep each one's best validation epoch, choose the floor on
     validation, predict every image.
 
     `features`: image_key and the feature columns; `labels`: image_key and prob_* (and valence, arousal
     and keyword when `config.auxiliary_weight` > 0); `split`: image_key, split. Images without features
-    are left out.
+    are left out. `mirrored`: the same columns of each image's mirror image (for features that are not
+    mirror-symmetric): the training images' mirror images are trained on as further examples with
+    their image's labels, and every prediction (the kept epochs and the floor included) is the mean
+    over the image and its mirror image; the served model then needs the mirror image's features too.
     """
     began = time.perf_counter()
     data = split_features(features, labels, split)
-    prepare = _prepare(data.feature_columns, config).fit(data.X["train"])
-    Z = {name: prepare.transform(data.X[name]) for name in ("train", "val")}  # split_features: both non-empty
-    auxiliary = auxiliary_targets(labels, data.keys["train"]) if config.auxiliary_weight > 0 else None
+    views = [data]
+    if mirrored is not None:
+        views.append(split_features(mirrored[["image_key", *data.feature_columns]], labels, split))
+        if any(not np.array_equal(views[1].keys[name], data.keys[name]) for name in data.keys):
+            raise ValueError("the mirrored table does not hold the same images as the feature table")
+    X_train = pd.concat([view.X["train"] for view in views], ignore_index=True)
+    Y_train = np.concatenate([view.Y["train"] for view in views])
+    prepare = _prepare(data.feature_columns, config).fit(X_train)
+    auxiliary = (auxiliary_targets(labels, np.concatenate([view.keys["train"] for view in views]))
+                 if config.auxiliary_weight > 0 else None)
+    Z_train = prepare.transform(X_train)
+    Z_val = [prepare.transform(view.X["val"]) for view in views]  # split_features: never empty
     seeds = np.random.SeedSequence(config.seed).generate_state(config.members).tolist()
     members, kept, curves = [], [], []
     for seed in seeds:
-        weights, epoch, curve = _train_member(Z["train"], data.Y["train"], Z["val"], data.Y["val"], config, seed,
-                                              auxiliary)
+        weights, epoch, curve = _train_member(Z_train, Y_train, Z_val, data.Y["val"], config, seed, auxiliary)
         members.append(weights)
         kept.append(epoch)
         curves.append(curve)
-    model = Pipeline([*prepare.steps, ("network", _served_network(members, Z["train"].shape[1]))])
+    model = Pipeline([*prepare.steps, ("network", _served_network(members, Z_train.shape[1]))])
 
     grid = tuple(sorted({0.0, *config.clip_grid}))
-    raw = {name: model.predict(x) if len(x) else np.zeros((0, len(PROB_COLUMNS))) for name, x in data.X.items()}
+    raw = {name: np.mean([model.predict(view.X[name]) for view in views], axis=0) if len(x)
+           else np.zeros((0, len(PROB_COLUMNS))) for name, x in data.X.items()}
     clip = float(metrics.choose_clip(data.Y["val"], raw["val"], grid))
     predictions, scores = clipped_predictions(data, raw, clip)
     val_curves = np.stack(curves, axis=1)

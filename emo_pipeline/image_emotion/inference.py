@@ -77,18 +77,6 @@ def image_loader(paths: Sequence[str | Path], size: int, *, batch_size: int = 64
                       multiprocessing_context=context)
 
 
-class MirrorAveraged(nn.Module):
-    """`model`'s output averaged over each image and its horizontal mirror (test-time augmentation):
-    the prediction of an image and of its mirror image are then the same."""
-
-    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor]):
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return (self.model(images) + self.model(images.flip(-1))) / 2
-
-
 def prepare(model: nn.Module, device: torch.device | str) -> nn.Module:
     """The model in eval mode on `device` with channels-last weights."""
     return model.eval().to(torch.device(device), memory_format=torch.channels_last)

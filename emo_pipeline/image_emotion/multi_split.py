@@ -36,7 +36,7 @@ FEATURE_MODELS = ("feature_ridge", "feature_gbm", "feature_mlp")
 PATCH_MLP = "patch_mlp"
 ENSEMBLE = "ensemble"
 TRAIN_MEAN = "train_mean"
-DEFAULT_MODELS = ("feature_ridge", "feature_gbm", "feature_mlp", "compact_cnn", PATCH_MLP, ENSEMBLE)
+DEFAULT_MODELS = ("feature_ridge", "feature_gbm", "feature_mlp", PATCH_MLP, ENSEMBLE)
 SHOWN = ("chebyshev", "bhattacharyya", "kl", "kl_reverse", "mse", "top1")
 
 

@@ -16,6 +16,9 @@ size of `PatchFeatureConfig`:
 - every picture is encoded by `models.patch_mlp.PatchEncoder` (triangle activations at every patch
   position, summed over the four quadrants). Columns `patch<size>_q<quadrant>_c<centroid>`:
   4 x `centroids` per size.
+- with `mirrored`, every picture's mirror image is encoded too: these columns are not
+  mirror-symmetric (a patch and its mirror image fall on different centroids, the quadrants swap),
+  so a mirror image is one more example to train on and another view to average a prediction over.
 
 The encoders are torch modules so that a served model (`image_emotion.patch_mlp`) encodes a new
 image with the very code that encoded the training pictures. docs/models.md ("The patch network")
@@ -105,29 +108,45 @@ def feature_names(size: int, centroids: int) -> list[str]:
     return [f"patch{size}_q{q}_c{k}" for q in range(4) for k in range(centroids)]
 
 
+@dataclass
+class PatchFeatures:
+    table: pd.DataFrame              # image_key and the patch columns of every picture
+    mirrored: pd.DataFrame | None    # the same for each picture's mirror image, when asked for
+    encoders: list[PatchEncoder]     # one per picture size, on the CPU
+
+
 def patch_feature_table(image_keys: Sequence[str], paths: Sequence[str | os.PathLike], train: np.ndarray,
-                        config: PatchFeatureConfig = PatchFeatureConfig(), *, workers: int = 2,
-                        device: torch.device | str = "cpu", log: Callable[[str], None] = lambda line: None,
-                        ) -> tuple[pd.DataFrame, list[PatchEncoder]]:
-    """`image_key` and the patch columns of every picture, with encoders learned from the pictures where
-    `train` (a boolean mask in the same order) is true; and those encoders (on the CPU)."""
+                        config: PatchFeatureConfig = PatchFeatureConfig(), *, mirrored: bool = False,
+                        workers: int = 2, device: torch.device | str = "cpu",
+                        log: Callable[[str], None] = lambda line: None) -> PatchFeatures:
+    """`image_key` and the patch columns of every picture (and of its mirror image when `mirrored`), with
+    encoders learned from the pictures where `train` (a boolean mask in the same order) is true.
+
+    A mirror image is the decoded picture flipped left to right, then resized, as `models.MirrorAveraged`
+    flips a served model's input. The dictionaries are learned from the pictures as they are.
+    """
     train = np.asarray(train, bool)
     if not train.any():
         raise ValueError("no training picture to learn the patch dictionary from")
     began = time.perf_counter()
     largest = load_pictures(paths, max(config.sizes), workers)
     log(f"patch features: {len(largest)} pictures decoded in {time.perf_counter() - began:.0f} s")
-    columns, encoders = [pd.DataFrame({"image_key": list(image_keys)})], []
+    views = {"table": largest, "mirrored": largest.flip(-1)} if mirrored else {"table": largest}
+    columns: dict[str, list[pd.DataFrame]] = {view: [pd.DataFrame({"image_key": list(image_keys)})] for view in views}
+    encoders = []
     for number, (size, patch) in enumerate(zip(config.sizes, config.patch_sizes)):
         began = time.perf_counter()
         pictures = resized(largest, size)
         encoder = fit_encoder(pictures[torch.from_numpy(train)], patch, config, seed=config.dictionary_seed + number)
         fitted = time.perf_counter() - began
-        with torch.inference_mode():
-            values = encoder.to(device)(pictures.to(device)).cpu().numpy()
+        encoder = encoder.to(device)
+        for view, full in views.items():
+            with torch.inference_mode():
+                values = encoder(resized(full, size).to(device)).cpu().numpy()
+            columns[view].append(pd.DataFrame(values, columns=feature_names(size, config.centroids)))
         encoders.append(encoder.cpu())
-        columns.append(pd.DataFrame(values, columns=feature_names(size, config.centroids)))
         log(f"patch features at {size} px: {config.centroids} centroids of {patch} x {patch} patches learned from "
-            f"{int(train.sum())} pictures in {fitted:.0f} s, {len(values)} pictures encoded in "
-            f"{time.perf_counter() - began - fitted:.0f} s")
-    return pd.concat(columns, axis=1), encoders
+            f"{int(train.sum())} pictures in {fitted:.0f} s, {len(largest)} pictures encoded"
+            f"{' with their mirror images' if mirrored else ''} in {time.perf_counter() - began - fitted:.0f} s")
+    tables = {view: pd.concat(parts, axis=1) for view, parts in columns.items()}
+    return PatchFeatures(table=tables["table"], mirrored=tables.get("mirrored"), encoders=encoders)

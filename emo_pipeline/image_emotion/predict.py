@@ -22,7 +22,6 @@ from torch.nn import functional as F
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
 from emo_pipeline.core.metrics import clip_distribution, sharpen
 from emo_pipeline.image_emotion.inference import (
-    MirrorAveraged,
     forward_batches,
     image_loader,
     prepare,
@@ -70,12 +69,12 @@ class Prediction:
 
 def _torch_outputs(card: ModelCard, models_dir: Path, paths: list[str], options: RunOptions,
                    progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
-    from emo_pipeline.models import is_distribution_model
+    from emo_pipeline.models import MirrorAveraged, is_distribution_model
 
     model, _ = load_torch_model(models_dir, card.name)
     model = prepare(model, options.device)
     # As at training time: a classifier's logits are averaged, then the softmax taken.
-    if card.flip_tta and card.kind == "image":
+    if card.flip_tta:
         model = MirrorAveraged(model)
     if card.kind == "esm_resnet":
         fcn, fcn_card = load_torch_model(models_dir, card.esm_model or "")

@@ -46,8 +46,7 @@ from emo_pipeline.core.digests import frame_fingerprint
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
 from emo_pipeline.core.train_loop import TrainConfig, TrainResult, predict, seed_everything, train
 from emo_pipeline.image_emotion.image_data import ImageTargets, augment_batch
-from emo_pipeline.image_emotion.inference import MirrorAveraged
-from emo_pipeline.models import WeightsInfo, build_model
+from emo_pipeline.models import MirrorAveraged, WeightsInfo, build_model
 
 LOSSES = ("mse", "kl", "ce")
 OUTPUT_BIAS = ("default", "train_mean")  # default: the framework's initialisation of the last layer

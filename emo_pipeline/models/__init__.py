@@ -37,6 +37,7 @@ from emo_pipeline.models.compact_cnn import CompactCNN
 from emo_pipeline.models.emotion_objects_mlp import EmotionObjectMLP
 from emo_pipeline.models.esm_resnet import ESMResNet, MapInput, build_esm_resnet
 from emo_pipeline.models.fcn8s import FCN8s, build_fcn8s
+from emo_pipeline.models.mirror import MirrorAveraged
 from emo_pipeline.models.object_models import ObjectFC, PhraseRNN, rebuild_object_model
 from emo_pipeline.models.patch_mlp import PatchEncoder, PatchMLP
 from emo_pipeline.models.small_cnn import SmallCNN
@@ -50,6 +51,7 @@ __all__ = [
     "EmotionObjectMLP",
     "FCN8s",
     "MapInput",
+    "MirrorAveraged",
     "ObjectFC",
     "PatchEncoder",
     "PatchMLP",

@@ -8,7 +8,7 @@ an object store, or on another file system) each side keeps its own file.
 
     model = mlflow.pyfunc.load_model("models:/small_cnn_model/1")
     model.predict(images)                 # (N, 3, S, S) float32 -> (N, 7)
-    model.unwrap_python_model().model     # the torch module itself
+    model.unwrap_python_model().model     # the torch module it runs
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from emo_pipeline.core.atomic import replace_with_link
-from emo_pipeline.models import MapInput
+from emo_pipeline.models import MapInput, MirrorAveraged
 from emo_pipeline.storage.model_store import ModelCard, card_path, load_card, torch_model_from_files, weights_path
 from emo_pipeline.storage.tracking import tag_model_version
 
@@ -46,8 +46,11 @@ class StoredTorchModel(mlflow.pyfunc.PythonModel):
 
 def serving_module(model: torch.nn.Module, card: ModelCard) -> torch.nn.Module:
     """What the registered model runs: an ESM-ResNet behind one (N, 4, S, S) input (normalised RGB, then
-    the FCN's map resized to S), any other model as it is."""
-    return MapInput(model).eval() if card.kind == "esm_resnet" else model
+    the FCN's map resized to S); a model whose card asks for it averaged over each image and its mirror,
+    as `predict` runs it; any other model as it is."""
+    if card.kind == "esm_resnet":
+        return MapInput(model).eval()
+    return MirrorAveraged(model).eval() if card.flip_tta else model
 
 
 def run_module(module: torch.nn.Module, model_input) -> np.ndarray:

@@ -26,6 +26,7 @@ from emo_pipeline.core.atomic import atomic_output, write_text_atomic
 from emo_pipeline.models import build_from_card
 
 KINDS = ("image", "esm_fcn8s", "esm_resnet", "patches", "features", "ensemble", "objects_emotion", "emotion_objects")
+MIRRORED_KINDS = ("image", "patches")  # kinds whose output may be averaged over the image and its mirror
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class ModelCard:
                              # emotion_objects: 7)
     options: dict = field(default_factory=dict)  # builder kwargs needed to rebuild the model
     clip: float = 0.0        # floor applied to the predicted distribution before renormalising (0: none)
-    flip_tta: bool = False   # image models: the output averaged over the image and its mirror image
+    flip_tta: bool = False   # MIRRORED_KINDS: the output averaged over the image and its mirror image
     esm_model: str | None = None    # esm_resnet: the card of the FCN that gives its maps
     esm_size: int | None = None     # esm_resnet: the side the FCN is run at
     members: tuple[str, ...] = ()   # ensemble: the cards it averages
@@ -51,6 +52,9 @@ class ModelCard:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"model card {self.name!r}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        if self.flip_tta and self.kind not in MIRRORED_KINDS:
+            raise ValueError(f"model card {self.name!r}: flip_tta is for kinds {', '.join(MIRRORED_KINDS)}, "
+                             f"not {self.kind!r}")
         if self.member_weights and len(self.member_weights) != len(self.members):
             raise ValueError(f"model card {self.name!r}: {len(self.member_weights)} member weights for "
                              f"{len(self.members)} members")

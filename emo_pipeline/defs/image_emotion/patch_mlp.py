@@ -80,7 +80,7 @@ def patch_mlp(context: dg.AssetExecutionContext, config: PatchMLPOverrides, ware
             mlflow_api.log_text(text, file_name)
         size = max(settings.patches.sizes)
         card = ModelCard(name=NAME, kind="patches", architecture=ARCHITECTURE, size=size, options=result.options,
-                         clip=result.clip, profile=run.profile,
+                         clip=result.clip, flip_tta=settings.mirror, profile=run.profile,
                          weights_source="none: patch dictionaries learned by k-means from the training pictures, "
                                         "networks trained from scratch")
         run.publish_torch(card, result.model, torch.zeros(2, 3, size, size).numpy())
