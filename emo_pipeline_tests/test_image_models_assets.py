@@ -209,7 +209,7 @@ def test_the_patch_network_beats_the_floor_and_its_registered_model_and_card_rep
     assert metadata["features"].value == 2 * 4 * 32  # two sizes, four quadrants, 32 centroids
     assert all(1 <= metadata[f"epoch_kept_member_{i}"].value <= 30 for i in range(2))
     card = load_card(emo_home().models, "patch_mlp")
-    assert (card.kind, card.architecture, card.size) == ("patches", "patch_mlp", 32)
+    assert (card.kind, card.architecture, card.size, card.flip_tta) == ("patches", "patch_mlp", 32, True)
     assert card.clip == metadata["floor"].value and card.options["centroids"] == 32
 
     store = Warehouse(root / "warehouse")

@@ -114,7 +114,8 @@ def test_the_mirrored_table_encodes_each_pictures_mirror_image(tmp_path: Path):
     keys = [p.stem for p in paths]
     config = PatchFeatureConfig(sizes=(12, 16), patch_sizes=(3, 4), centroids=6, samples=2000, passes=5)
     features = patch_feature_table(keys, paths, np.arange(6) < 4, config, mirrored=True, workers=1)
-    assert list(features.mirrored["image_key"]) == keys and list(features.mirrored.columns) == list(features.table.columns)
+    assert list(features.mirrored.columns) == list(features.table.columns)
+    assert list(features.mirrored["image_key"]) == keys
     values, mirrored = features.table.iloc[:, 1:].to_numpy(), features.mirrored.iloc[:, 1:].to_numpy()
     assert np.abs(values[0] - mirrored[0]).max() > 1e-2 * np.abs(values[0]).max()  # the columns are not symmetric
     np.testing.assert_allclose(mirrored[5], values[5], rtol=1e-4, atol=1e-3)
