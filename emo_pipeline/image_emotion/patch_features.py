@@ -136,13 +136,14 @@ def patch_feature_table(image_keys: Sequence[str], paths: Sequence[str | os.Path
     encoders = []
     for number, (size, patch) in enumerate(zip(config.sizes, config.patch_sizes)):
         began = time.perf_counter()
-        pictures = resized(largest, size)
-        encoder = fit_encoder(pictures[torch.from_numpy(train)], patch, config, seed=config.dictionary_seed + number)
+        sized = {view: resized(full, size) for view, full in views.items()}
+        encoder = fit_encoder(sized["table"][torch.from_numpy(train)], patch, config,
+                              seed=config.dictionary_seed + number)
         fitted = time.perf_counter() - began
         encoder = encoder.to(device)
-        for view, full in views.items():
+        for view, pictures in sized.items():
             with torch.inference_mode():
-                values = encoder(resized(full, size).to(device)).cpu().numpy()
+                values = encoder(pictures.to(device)).cpu().numpy()
             columns[view].append(pd.DataFrame(values, columns=feature_names(size, config.centroids)))
         encoders.append(encoder.cpu())
         log(f"patch features at {size} px: {config.centroids} centroids of {patch} x {patch} patches learned from "

@@ -84,9 +84,9 @@ compact_cnn_job = dg.define_asset_job(
     f"{COMPACT_CNN}_job", selection=COMPACT_CNN_ASSETS,
     description="This project's compact CNN on Emotion6 (minutes on a CPU). Afterwards `emo-pipeline demo` brings "
                 "the ensemble, the evaluation tables and what is built on them up to date.")
-# This project's network on learned patch features: about three minutes per split of the real Emotion6
-# on two cores, half of it learning the patch dictionaries and encoding every picture, so it is left out
-# of the demo like the compact CNN.
+# This project's network on learned patch features: about four and a half minutes per split of the real
+# Emotion6 on two cores, half of it learning the patch dictionaries and encoding every picture and its
+# mirror image, so it is left out of the demo like the compact CNN.
 PATCH_MLP = "patch_mlp"
 PATCH_MLP_ASSETS = _model_assets(PATCH_MLP)
 patch_mlp_job = dg.define_asset_job(
