@@ -21,7 +21,7 @@ from emo_pipeline.image_emotion.patch_features import (
 )
 from emo_pipeline.image_emotion.patch_mlp import PatchMLPConfig, fit_patch_mlp
 from emo_pipeline.image_emotion.predict import predict_images
-from emo_pipeline.models import PatchEncoder
+from emo_pipeline.models import PatchEncoder, PatchMLP
 from emo_pipeline.models.patch_mlp import resized
 from emo_pipeline.storage.model_store import ModelCard, save_torch_model
 
@@ -133,7 +133,7 @@ def test_settings_that_cannot_work_are_refused():
         PatchFeatureConfig(sizes=(8,), patch_sizes=(8,))
     with pytest.raises(ValueError, match="no training picture"):
         patch_feature_table(["a"], ["a.png"], np.array([False]))
-    with pytest.raises(ValueError, match="no square roots"):
+    with pytest.raises(ValueError, match="sqrt_families names hand-made feature families"):
         PatchMLPConfig(network=FeatureMLPConfig(sqrt_families=("lbp",)))
 
 
@@ -164,7 +164,7 @@ def test_the_served_patch_network_gives_image_files_its_fitted_distributions_and
     result = fit_patch_mlp(labels, split, config, log=lambda line: None)
     assert result.scores["val"]["kl"] < result.scores["val_train_mean"]["kl"]
     assert result.options == {"sizes": [12, 16], "patch_sizes": [3, 4], "centroids": 12, "hidden": 2 * 128,
-                              "contrast_epsilon": 10.0, "clip_value": 6.0}
+                              "contrast_epsilon": 10.0, "clip_value": 6.0, "square_roots": True}
     # Saved as any torch model of the store, rebuilt from its card alone, fed image files by `predict`.
     # Trained on the mirror images too, it predicts the mean over a picture and its mirror image (flip_tta).
     card = ModelCard(name="patch_mlp", kind="patches", architecture="patch_mlp", size=16, options=result.options,
@@ -178,6 +178,19 @@ def test_the_served_patch_network_gives_image_files_its_fitted_distributions_and
     Image.open(some["image_path"].iloc[0]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirror)
     np.testing.assert_allclose(predict_images([mirror], "patch_mlp", tmp_path / "models").distributions,
                                predicted.distributions[:1], atol=1e-5)
+    # The served module takes the square roots the network was fitted on; a model saved before the option
+    # existed (its card has no `square_roots`) takes none.
+    images = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        roots = result.model.features(images).sqrt()
+        hidden = torch.relu(result.model.hidden(((roots - result.model.feature_mean) / result.model.feature_scale)
+                                                .clamp(-6, 6)))
+        np.testing.assert_allclose(result.model(images), torch.softmax(result.model.output(hidden), dim=1), atol=1e-6)
+        older = PatchMLP(**{k: v for k, v in result.options.items() if k != "square_roots"})
+        older.load_state_dict(result.model.state_dict())
+        raw = (result.model.features(images) - older.feature_mean) / older.feature_scale
+        expected = torch.softmax(older.output(torch.relu(older.hidden(raw.clamp(-6, 6)))), dim=1)
+        np.testing.assert_allclose(older(images), expected, atol=1e-6)
     # New test labels: the same dictionaries, epochs, floor and predictions.
     test = labels["image_key"].isin(split.loc[split["split"] == "test", "image_key"])
     relabelled = labels.copy()

@@ -3,8 +3,8 @@ k-means encoder of Coates, Lee and Ng (AISTATS 2011) held as fixed tensors, then
 
 `PatchEncoder` turns pictures of one side into the triangle activations of their patches summed over
 the four quadrants; `PatchMLP` decodes the normalised images every image model is fed back to RGB
-values, resizes them to each encoder's side, standardises and clips the encoders' output, and runs
-the network. Nothing here is trained by gradient: the whitening and centroids come from k-means on
+values, resizes them to each encoder's side, takes the square roots of the encoders' output (with
+`square_roots`), standardises and clips them, and runs the network. Nothing here is trained by gradient: the whitening and centroids come from k-means on
 training patches and the network's weights from `image_emotion.feature_mlp`
 (`image_emotion.patch_mlp` builds it). One state dict holds both, so a new image is encoded exactly
 as the training images were.
@@ -85,13 +85,14 @@ class PatchEncoder(nn.Module):
 class PatchMLP(nn.Module):
     """(N, 3, S, S) images normalised as every image model's input, S = max(`sizes`) -> (N, 7) distribution.
 
-    Each encoder sees the picture resized to its side; their outputs, side by side, are standardised
-    (`feature_mean`, `feature_scale`), clipped to +-`clip_value` and fed to one hidden ReLU layer and a
-    linear layer to the emotion logits, then a softmax.
+    Each encoder sees the picture resized to its side; their outputs, side by side, are square-rooted
+    (with `square_roots`), standardised (`feature_mean`, `feature_scale`), clipped to +-`clip_value` and
+    fed to one hidden ReLU layer and a linear layer to the emotion logits, then a softmax. Models saved
+    before `square_roots` existed have no such option and take no roots.
     """
 
     def __init__(self, sizes: Sequence[int], patch_sizes: Sequence[int], centroids: int, hidden: int,
-                 contrast_epsilon: float, clip_value: float):
+                 contrast_epsilon: float, clip_value: float, square_roots: bool = False):
         super().__init__()
         if len(sizes) != len(patch_sizes) or not sizes:
             raise ValueError("give one patch size per picture size, and at least one size")
@@ -99,6 +100,7 @@ class PatchMLP(nn.Module):
                                       for size, patch in zip(sizes, patch_sizes))
         features = 4 * centroids * len(self.encoders)
         self.clip_value = clip_value
+        self.square_roots = square_roots
         self.register_buffer("feature_mean", torch.zeros(features))
         self.register_buffer("feature_scale", torch.ones(features))
         self.hidden = nn.Linear(features, hidden)
@@ -112,6 +114,9 @@ class PatchMLP(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         # In float32 under any autocast: the network is small, and it should give what it was fitted to give.
         with torch.autocast(images.device.type, enabled=False):
-            standard = (self.features(images) - self.feature_mean) / self.feature_scale
+            features = self.features(images)
+            if self.square_roots:
+                features = features.sqrt()
+            standard = (features - self.feature_mean) / self.feature_scale
             hidden = torch.relu(self.hidden(standard.clamp(-self.clip_value, self.clip_value)))
             return torch.softmax(self.output(hidden), dim=1)
