@@ -4,10 +4,10 @@ k-means encoder of Coates, Lee and Ng (AISTATS 2011) held as fixed tensors, then
 `PatchEncoder` turns pictures of one side into the triangle activations of their patches summed over
 the four quadrants; `PatchMLP` decodes the normalised images every image model is fed back to RGB
 values, resizes them to each encoder's side, takes the square roots of the encoders' output (with
-`square_roots`), standardises and clips them, and runs the network. Nothing here is trained by gradient: the whitening and centroids come from k-means on
-training patches and the network's weights from `image_emotion.feature_mlp`
-(`image_emotion.patch_mlp` builds it). One state dict holds both, so a new image is encoded exactly
-as the training images were.
+`square_roots`), standardises and clips them, and runs the network. Nothing here is trained by
+gradient: the whitening and centroids come from k-means on training patches and the network's
+weights from `image_emotion.feature_mlp` (`image_emotion.patch_mlp` builds it). One state dict holds
+both, so a new image is encoded exactly as the training images were.
 """
 
 from __future__ import annotations
