@@ -2,16 +2,17 @@
 (`patch_features`), served as one torch module (this project's model, not the paper's).
 
 For one split: the patch encoders are learned from the training pictures and encode every picture
-and, with `mirror`, its mirror image; `fit_feature_mlp` fits its members on those columns alone (the
-training pictures and their mirror images), keeps each member's best epoch and chooses the output
-floor (validation, each prediction the mean over the picture and its mirror image); `served_module`
+and, with `mirror`, its mirror image; `fit_feature_mlp` fits its members on the square roots of those
+columns alone (`square_roots`; the training pictures and their mirror images), keeps each member's
+best epoch and chooses the output floor (validation, each prediction the mean over the picture and its
+mirror image); `served_module`
 then copies the encoders, the standardisation and the network's weights into a
 `models.patch_mlp.PatchMLP`, which predicts a distribution from an image as every image model does,
 for `predict`, the ensemble and dataset B. Its card's `flip_tta` has them run it behind
 `models.MirrorAveraged`, as it was fitted. The test split takes part in no choice.
 
-On the real Emotion6 (docs/models.md) it is the best single model after `feature_mlp`, ahead of the
-compact CNN, and it takes .43-.50 of the stacked ensemble's weight on split seeds 0-2.
+On the real Emotion6 (docs/models.md) it is, with `feature_mlp`, the best single model, and it takes
+.50-.54 of the stacked ensemble's weight on split seeds 0-2.
 """
 
 from __future__ import annotations
