@@ -5,10 +5,9 @@ For one split: the patch encoders are learned from the training pictures and enc
 and, with `mirror`, its mirror image; `fit_feature_mlp` fits its members on the square roots of those
 columns alone (`square_roots`; the training pictures and their mirror images), keeps each member's
 best epoch and chooses the output floor (validation, each prediction the mean over the picture and its
-mirror image); `served_module`
-then copies the encoders, the standardisation and the network's weights into a
-`models.patch_mlp.PatchMLP`, which predicts a distribution from an image as every image model does,
-for `predict`, the ensemble and dataset B. Its card's `flip_tta` has them run it behind
+mirror image); `served_module` then copies the encoders, the standardisation and the network's weights
+into a `models.patch_mlp.PatchMLP`, which predicts a distribution from an image as every image model
+does, for `predict`, the ensemble and dataset B. Its card's `flip_tta` has them run it behind
 `models.MirrorAveraged`, as it was fitted. The test split takes part in no choice.
 
 On the real Emotion6 (docs/models.md) it is, with `feature_mlp`, the best single model, and it takes
@@ -35,8 +34,7 @@ ARCHITECTURE = "patch_mlp"
 @dataclass(frozen=True)
 class PatchMLPConfig:
     patches: PatchFeatureConfig = field(default_factory=PatchFeatureConfig)
-    # The network takes the square roots of the patch columns (all of them: `square_roots`), not of any
-    # family of the hand-made features.
+    # No hand-made feature family to root (`sqrt_families` stays empty): `square_roots` roots the patch columns.
     network: FeatureMLPConfig = field(default_factory=lambda: FeatureMLPConfig(sqrt_families=()))
     # Square roots of the quadrant sums before standardising, as the histograms of `feature_mlp` (a few
     # large sums otherwise dominate a column): on split seeds 0-2 validation KL fell from .5067 to .4984
