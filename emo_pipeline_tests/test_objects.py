@@ -322,6 +322,16 @@ def test_the_mlp_is_the_papers_network():
     assert out.shape == (4, 123) and float(out.min()) >= 0 and float(out.max()) <= 1
 
 
+def test_the_mlp_can_start_at_each_objects_training_mean():
+    model = EmotionObjectMLP(n_objects=3, hidden=(4, 5, 6)).eval()
+    model.start_outputs_at(torch.tensor([0.02, 0.5, 0.0]))
+    with torch.no_grad():
+        model.layers[-2].weight.zero_()  # what the bias alone gives, whatever the hidden layers compute
+        out = model(torch.rand(2, 7))
+    # A mean of 0 is held just above it, so the logit stays finite.
+    np.testing.assert_allclose(out.numpy(), [[0.02, 0.5, 1e-4]] * 2, rtol=1e-4)
+
+
 @pytest.mark.slow
 def test_emotion_object_metrics_compare_the_three_rankers(objects_run):
     table = objects_run["store"].read_table("emotion_object_metrics")

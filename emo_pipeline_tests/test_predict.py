@@ -11,7 +11,7 @@ from PIL import Image
 from emo_pipeline.cli import main
 from emo_pipeline.core import metrics
 from emo_pipeline.core.emotions import EMOTIONS, PROB_COLUMNS
-from emo_pipeline.image_emotion.ensemble import fit_ensemble
+from emo_pipeline.image_emotion.ensemble import fit_ensemble, relative_distance
 from emo_pipeline.image_emotion.image_data import load_rgb, normalise
 from emo_pipeline.image_emotion.predict import default_model, predict_images
 from emo_pipeline.models import build_model
@@ -198,3 +198,13 @@ def test_a_flat_average_is_sharpened_by_a_power_chosen_on_validation():
     np.testing.assert_allclose(restored, true, atol=1e-9)
     # A model that is already sharp enough keeps the power 1.
     assert fit_ensemble(labels, {"right": _frame(keys, splits, true)}).power == 1.0
+
+
+def test_the_power_is_chosen_by_three_distances_relative_to_the_train_mean():
+    keys, splits, true, labels = _labelled(np.random.default_rng(9), 0.5)
+    mean = true[splits == "train"].mean(axis=0)
+    # The train mean itself scores 3 (each distance divided by itself), the truth 0.
+    assert relative_distance(true, np.tile(mean, (len(true), 1)), mean) == pytest.approx(3)
+    assert relative_distance(true, true, mean) == pytest.approx(0, abs=1e-9)
+    # Halfway between them: every distance below the train mean's, so the sum lies between.
+    assert 0 < relative_distance(true, 0.5 * true + 0.5 * mean, mean) < 3

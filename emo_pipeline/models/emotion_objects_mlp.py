@@ -27,3 +27,11 @@ class EmotionObjectMLP(nn.Module):
 
     def forward(self, distribution: torch.Tensor) -> torch.Tensor:
         return self.layers(distribution)
+
+    @torch.no_grad()
+    def start_outputs_at(self, target_mean: torch.Tensor) -> None:
+        """Set the last layer's bias to the logit of each object's mean target: the untrained network then
+        scores every object near its training mean (not near 0.5), and training has only to learn how an
+        emotion moves the scores away from there."""
+        p = torch.as_tensor(target_mean, dtype=torch.float32).clamp(1e-4, 1 - 1e-4)
+        self.layers[-2].bias.copy_(torch.log(p / (1 - p)))

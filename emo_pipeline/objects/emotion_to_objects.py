@@ -295,6 +295,10 @@ class MLPConfig:
                                      optimizer="adagrad")
     dropout: float = 0.5
     hidden: tuple[int, int, int] = (500, 2000, 1500)
+    # The paper does not say how its network starts. By default the output layer's bias starts at the
+    # logit of each object's mean training target (`EmotionObjectMLP.start_outputs_at`); see
+    # docs/models.md, "Emotion -> objects", for what it did on the demo world.
+    bias_start: bool = True
 
     def __post_init__(self):
         if self.normalisation not in NORMALISATIONS:
@@ -348,6 +352,8 @@ def fit_emotion_object_mlp(inputs: pd.DataFrame, objects: pd.DataFrame, split: p
             for part in ("train", "val")}
     seed_everything(config.training.seed)
     model = EmotionObjectMLP(len(data.vocabulary), config.hidden, config.dropout)
+    if config.bias_start:
+        model.start_outputs_at(torch.from_numpy(np.asarray(data.targets["train"].mean(axis=0)).ravel()))
     log(f"emotion -> objects MLP ({config.normalisation}): {len(data.keys['train'])} train images, "
         f"{len(data.vocabulary)} objects, target scale {data.normaliser.scale:.4g}")
     result = train(model, sets["train"], sets["val"], nn.functional.binary_cross_entropy, config.training,
