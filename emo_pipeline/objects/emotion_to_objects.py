@@ -296,8 +296,8 @@ class MLPConfig:
     dropout: float = 0.5
     hidden: tuple[int, int, int] = (500, 2000, 1500)
     # The paper does not say how its network starts. By default the output layer's bias starts at the
-    # logit of each object's mean training target (`EmotionObjectMLP.start_outputs_at`); see
-    # docs/models.md, "Emotion -> objects", for what it did on the demo world.
+    # logit of each object's mean training target (`EmotionObjectMLP.start_outputs_at`); what it did on
+    # the demo world: docs/models.md, "Results after `make demo`".
     bias_start: bool = True
 
     def __post_init__(self):
