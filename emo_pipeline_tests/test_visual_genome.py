@@ -6,7 +6,10 @@ Expected numbers are counted here independently with plain `json.load` (fine for
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -229,6 +232,40 @@ def test_parquet_outputs_have_exact_columns(real_vg_sample: Path, tmp_path: Path
     assert objects.field("clipped").type == pa.bool_()
     assert pq.read_table(outputs["images"]).schema.field("coco_id").type == pa.int64()
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in outputs.values())  # no leftovers
+
+
+def test_integer_columns_are_delta_encoded(real_vg_sample: Path, tmp_path: Path) -> None:
+    outputs = {table: tmp_path / f"{table}.parquet" for table in VG_TABLES}
+    ingest_visual_genome(real_vg_sample, outputs)
+    columns = pq.ParquetFile(outputs["objects"]).metadata.row_group(0)
+    encodings = {columns.column(i).path_in_schema: columns.column(i).encodings for i in range(columns.num_columns)}
+    for integer in ("image_id", "object_id", "x", "y", "w", "h"):
+        assert "DELTA_BINARY_PACKED" in encodings[integer], (integer, encodings[integer])
+    assert "DELTA_BINARY_PACKED" not in encodings["name"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="only Linux gives each thread its own priority")
+def test_the_largest_file_is_read_at_full_priority_and_the_others_lower(
+        real_vg_sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from emo_pipeline.sources.visual_genome import reader
+
+    priorities: dict[str, int] = {}
+    read_file = reader.read_file
+
+    def recording(con, table, path, out, work):
+        priorities[table] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        return read_file(con, table, path, out, work)
+
+    monkeypatch.setattr(reader, "read_file", recording)
+    ingest_visual_genome(real_vg_sample, {table: tmp_path / f"{table}.parquet" for table in VG_TABLES})
+    sizes = {t: (real_vg_sample / f"{t}.json").stat().st_size for t in ("objects", "relationships", "attributes")}
+    largest = max(sizes, key=sizes.get)
+    ours = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert priorities.pop("images") == ours
+    assert priorities.pop(largest) == ours
+    lowered = min(19, ours + reader._SMALLER_FILE_NICE)
+    assert sorted(priorities) == sorted(set(sizes) - {largest})
+    assert all(p == lowered for p in priorities.values()), priorities
 
 
 # ------------------------------------------------------------------------------------------------

@@ -26,10 +26,16 @@ from emo_pipeline.sources.visual_genome.schemas import MAX_OBJECT_BYTES, arrow_s
 from emo_pipeline.sources.visual_genome.sql import QUERIES, Fields, source_sql
 
 _BATCH_ROWS = 200_000
-# zstd without dictionary pages: measured 2.5x faster to write than the dictionary default on VG
-# relationships, and no larger (zstd finds the repeated names itself).
-_PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": False}
 _SALVAGE_CHUNK = 1 << 20
+
+
+def _parquet_options(schema: pa.Schema) -> dict:
+    """zstd without dictionary pages: measured 2.5x faster to write than the dictionary default on VG
+    relationships, and no larger (zstd finds the repeated names itself). Integer columns are delta
+    encoded: ids and boxes shrink before zstd sees them, which cuts a third of the writing time of the
+    objects and relationships tables (docs/benchmarks.md, Visual Genome ingest)."""
+    integers = {f.name: "DELTA_BINARY_PACKED" for f in schema if pa.types.is_integer(f.type)}
+    return {"compression": "zstd", "use_dictionary": False, "column_encoding": integers}
 
 
 @dataclass
@@ -44,7 +50,8 @@ class FileResult:
 
 
 def write_empty(table: str, out: Path) -> None:
-    pq.write_table(arrow_schema(table).empty_table(), out, **_PARQUET_OPTIONS)
+    schema = arrow_schema(table)
+    pq.write_table(schema.empty_table(), out, **_parquet_options(schema))
 
 
 def read_file(con: duckdb.DuckDBPyConnection, table: str, path: Path, out: Path, work: Path) -> FileResult:
@@ -86,7 +93,7 @@ def _stream(con: duckdb.DuckDBPyConnection, table: str, fields: Fields, path: Pa
     result = FileResult()
     claimed: dict[int, int] = {}  # image_id -> position of its first record (image_data.json checks in SQL)
     repeats: set[int] = set()  # positions of the records found repeating one, already rejected
-    with pq.ParquetWriter(out, schema, **_PARQUET_OPTIONS) as writer:
+    with pq.ParquetWriter(out, schema, **_parquet_options(schema)) as writer:
         for batch in _batches(con, query):
             result.records = max(result.records, pc.max(batch.column("pos")).as_py() or 0)
             if table != "images":
