@@ -204,7 +204,7 @@ def test_the_power_is_chosen_by_three_distances_relative_to_the_train_mean():
     keys, splits, true, labels = _labelled(np.random.default_rng(9), 0.5)
     mean = true[splits == "train"].mean(axis=0)
     # The train mean itself scores 3 (each distance divided by itself), the truth 0.
-    assert relative_distance(true, np.tile(mean, (len(true), 1)), mean) == pytest.approx(3)
-    assert relative_distance(true, true, mean) == pytest.approx(0, abs=1e-9)
+    assert relative_distance(true, mean)(np.tile(mean, (len(true), 1))) == pytest.approx(3)
+    assert relative_distance(true, mean)(true) == pytest.approx(0, abs=1e-9)
     # Halfway between them: every distance below the train mean's, so the sum lies between.
-    assert 0 < relative_distance(true, 0.5 * true + 0.5 * mean, mean) < 3
+    assert 0 < relative_distance(true, mean)(0.5 * true + 0.5 * mean) < 3

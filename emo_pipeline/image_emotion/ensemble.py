@@ -16,7 +16,7 @@ test split is never seen.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,20 +106,23 @@ def fit_ensemble(labels: pd.DataFrame, predictions: Mapping[str, pd.DataFrame], 
                     predictions=frame, val_kl={**alone, "ensemble": _kl(true[val], combined[val])})
 
 
-def relative_distance(true: np.ndarray, predicted: np.ndarray, reference: np.ndarray) -> float:
-    """Mean KL, Chebyshev and 1 - Bhattacharyya of `predicted` on `true`, each divided by the same for the
-    distribution `reference` (7 values) predicted for every image, summed: 3 for the reference itself."""
-    baseline = np.broadcast_to(reference, true.shape)
+def relative_distance(true: np.ndarray, reference: np.ndarray) -> Callable[[np.ndarray], float]:
+    """Scores predictions of `true`: mean KL, Chebyshev and 1 - Bhattacharyya, each divided by the same
+    for the distribution `reference` (7 values) predicted for every image, summed: 3 for the reference
+    itself. The reference's distances are computed once, for every prediction scored."""
     distances = (metrics.kl_divergence, metrics.chebyshev, lambda u, v: 1 - metrics.bhattacharyya(u, v))
-    return float(sum(distance(true, predicted).mean() / max(float(distance(true, baseline).mean()), 1e-12)
-                     for distance in distances))
+    baseline = np.broadcast_to(reference, true.shape)
+    scales = [max(float(distance(true, baseline).mean()), 1e-12) for distance in distances]
+    return lambda predicted: float(sum(distance(true, predicted).mean() / scale
+                                       for distance, scale in zip(distances, scales)))
 
 
 def choose_power_and_clip(true: np.ndarray, average: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
     """The power of `POWER_GRID` and the floor of `metrics.CLIP_GRID` with the lowest `relative_distance` on
     (validation) `true`, relative to the train mean `reference`; ties go to the power nearest 1, then to
     the lower floor."""
-    scores = [(relative_distance(true, metrics.clip_distribution(metrics.sharpen(average, power), floor), reference),
-               abs(power - 1), power, floor) for power in POWER_GRID for floor in metrics.CLIP_GRID]
+    score = relative_distance(true, reference)
+    scores = [(score(metrics.clip_distribution(metrics.sharpen(average, power), floor)), abs(power - 1), power, floor)
+              for power in POWER_GRID for floor in metrics.CLIP_GRID]
     _, _, power, floor = min(scores)
     return float(power), float(floor)
