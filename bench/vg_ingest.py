@@ -1,7 +1,8 @@
-"""Benchmark: Visual Genome ingest at full size, the reader against an earlier revision of it and json.load.
+"""Benchmark: Visual Genome ingest at full size, the reader against an earlier revision of it, json.load and
+DuckDB's parse alone.
 
     python bench/vg_ingest.py [--workdir DIR] [--keep] [--source synthetic|sample] [--cores 2]
-                              [--repeats 3] [--baseline-ref 029a701] [--only current ref json]
+                              [--repeats 3] [--baseline-ref 029a701] [--only current ref json floor]
 
 1. Makes full-size VG annotation files once (reused while they are kept in the work folder):
    - `synthetic` (default): the synthetic world's Visual Genome at scale "vg-full" without pictures
@@ -9,13 +10,16 @@
    - `sample`: the 100 real records of the shared sample repeated with fresh image/object ids up to
      108,077 images (real-shaped records: both `name` and `names` subjects, mixed-case predicates,
      boxes past the border, the real alias files).
-2. Ingests them three ways, each in its own child process pinned to `--cores` CPUs:
+2. Ingests them three ways and parses them a fourth, each in its own child process pinned to `--cores` CPUs:
    - `current`: `ingest_visual_genome` of this working tree;
    - `ref`: `ingest_visual_genome` as of the git revision `--baseline-ref`, whose `emo_pipeline` is
      extracted with `git archive` into a temporary folder and put first on the child's PYTHONPATH
      (the child checks that it imported that copy);
    - `json`: a plain baseline that `json.load`s each file and loops in Python to write the same
-     tables to Parquet.
+     tables to Parquet;
+   - `floor`: DuckDB's typed JSON read alone, with the reader's own column declarations and the
+     files side by side as the reader reads them, but no checks, no SQL and no writing: the least
+     any reader with DuckDB as its JSON parser can take on this machine.
    The parent reads each child's wall time, CPU time and peak RSS (`os.wait4`, i.e. getrusage of
    that child), runs the rounds `--repeats` times (the methods interleaved, so a busy machine slows
    all alike), prints the median of each figure, the load average beside every run, and the ratios
@@ -143,6 +147,30 @@ def run_duckdb(root: Path, out: Path, threads: int, memory_limit: str) -> dict:
     result = ingest_visual_genome(root, {t: out / f"{t}.parquet" for t in VG_TABLES},
                                   threads=threads, memory_limit=memory_limit)
     return {"counts": result.counts, "package": str(Path(emo_pipeline.__file__).resolve().parent)}
+
+
+def run_floor(root: Path, threads: int, memory_limit: str) -> dict:
+    """Each file's typed read (`sql.source_sql`, as the reader declares it) down to a count of its list
+    entries: image_data.json first, then the others side by side as the reader schedules them."""
+    import duckdb
+
+    import emo_pipeline
+    from emo_pipeline.sources.visual_genome import sql
+    from emo_pipeline.sources.visual_genome.reader import read_side_by_side
+
+    con = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit})
+
+    def entries(table: str, path: Path, cursor: duckdb.DuckDBPyConnection) -> int:
+        source = sql.source_sql(sql.Fields(typed=True), table, path, "array")
+        count = "count(*)" if table == "images" else f'sum(len(r."{table}"))'
+        return int(cursor.sql(f"SELECT {count} FROM {source}").fetchall()[0][0] or 0)
+
+    counts = {"images": entries("images", root / "image_data.json", con)}
+    jobs = {t: root / f"{t}.json" for t in ("objects", "relationships", "attributes") if (root / f"{t}.json").is_file()}
+    cursors = {t: con.cursor() for t in jobs}
+    counts.update(read_side_by_side(jobs, lambda table, path: entries(table, path, cursors[table])))
+    con.close()
+    return {"counts": counts, "package": str(Path(emo_pipeline.__file__).resolve().parent)}
 
 
 _WS = re.compile(r"[ \t\n\r\f\v]+")
@@ -294,6 +322,8 @@ def child(args: argparse.Namespace) -> None:
     began = time.perf_counter()
     if args.child == "json":
         report = {"counts": run_baseline(Path(args.root), out), "package": None}
+    elif args.child == "floor":
+        report = run_floor(Path(args.root), threads=args.cores, memory_limit=args.memory_limit)
     else:
         report = run_duckdb(Path(args.root), out, threads=args.cores, memory_limit=args.memory_limit)
     print(json.dumps({"seconds": time.perf_counter() - began, **report}))
@@ -303,7 +333,7 @@ def child(args: argparse.Namespace) -> None:
 # The parent: run all, measure, compare, print
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("current", "ref", "json")
+METHODS = ("current", "ref", "json", "floor")
 
 
 def extract_revision(ref: str, dest: Path) -> str:
@@ -320,8 +350,9 @@ def extract_revision(ref: str, dest: Path) -> str:
 
 
 def measure(method: str, root: Path, out: Path, cores: int, memory_limit: str, ref_root: Path | None) -> dict:
-    command = [sys.executable, __file__, "--child", "json" if method == "json" else "duckdb", "--root", str(root),
-               "--out", str(out), "--cores", str(cores), "--memory-limit", memory_limit]
+    child_kind = method if method in ("json", "floor") else "duckdb"  # `ref` is `duckdb` from another tree
+    command = [sys.executable, __file__, "--child", child_kind, "--root", str(root), "--out", str(out),
+               "--cores", str(cores), "--memory-limit", memory_limit]
     env = dict(os.environ)
     if method == "ref":
         env["PYTHONPATH"] = os.pathsep.join([str(ref_root), *filter(None, [env.get("PYTHONPATH")])])
@@ -335,7 +366,8 @@ def measure(method: str, root: Path, out: Path, cores: int, memory_limit: str, r
     if process.returncode != 0:
         sys.exit(f"{method} failed with exit status {process.returncode}")
     report = json.loads(output.strip().splitlines()[-1])
-    expected = {"current": REPO / "emo_pipeline", "ref": (ref_root or Path()) / "emo_pipeline"}.get(method)
+    expected = {"current": REPO / "emo_pipeline", "floor": REPO / "emo_pipeline",
+                "ref": (ref_root or Path()) / "emo_pipeline"}.get(method)
     if expected is not None and Path(report["package"]) != expected.resolve():
         sys.exit(f"{method} imported emo_pipeline from {report['package']}, not from {expected}")
     return {"method": method, "process_s": wall, "ingest_s": report["seconds"],
@@ -368,7 +400,7 @@ COLUMNS = (("ingest s", 10, "ingest_s", ".1f"), ("process s", 11, "process_s", "
 
 def labels(ref: str) -> dict[str, str]:
     return {"current": "ingest_visual_genome (this tree)", "ref": f"ingest_visual_genome @ {ref}",
-            "json": "json.load + Python loop"}
+            "json": "json.load + Python loop", "floor": "DuckDB typed read alone (floor)"}
 
 
 def median_row(runs: list[dict]) -> dict:
@@ -395,11 +427,10 @@ def print_table(runs: dict[str, list[dict]], root: Path, size: int, ref: str, co
         cells = "".join(f"{row[key]:>{w}{fmt}}" for _, w, key, fmt in COLUMNS)
         print(f"{name[method]:<40}{cells}{row['counts']['objects']:>11,}{row['counts']['relationships']:>15,}")
     if "current" in rows:
-        for method in ("ref", "json"):
+        for method, label in (("ref", f"@ {ref}"), ("json", "json.load"), ("floor", "floor")):
             if method in rows:
                 ratios = "".join(f"{rows[method][key] / rows['current'][key]:>{w - 1}.2f}x" for _, w, key, _ in COLUMNS)
-                label = f"ratio {'@ ' + ref if method == 'ref' else 'json.load'} / this tree"
-                print(f"{label:<40}{ratios}")
+                print(f"{'ratio ' + label + ' / this tree':<40}{ratios}")
 
 
 def main() -> None:
@@ -418,8 +449,8 @@ def main() -> None:
     parser.add_argument("--baseline-ref", default="029a701",
                         help="git revision whose reader runs as `ref` (default: %(default)s, the reader "
                              "before the concurrent read)")
-    parser.add_argument("--only", nargs="+", choices=METHODS, help="run only these methods (default: all three)")
-    parser.add_argument("--child", choices=("duckdb", "json"), help=argparse.SUPPRESS)
+    parser.add_argument("--only", nargs="+", choices=METHODS, help="run only these methods (default: all four)")
+    parser.add_argument("--child", choices=("duckdb", "json", "floor"), help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -460,7 +491,8 @@ def main() -> None:
                 if not existed:
                     shutil.rmtree(workdir / source, ignore_errors=True)
     print_table(runs, root, size, ref, args.cores)
-    first = {m: rs[0]["counts"] for m, rs in runs.items()}
+    # The floor counts list entries, not rows written (attributes: objects, not object-attribute pairs).
+    first = {m: rs[0]["counts"] for m, rs in runs.items() if m != "floor"}
     for table in ("images", "objects", "relationships", "attributes"):
         values = {m: c[table] for m, c in first.items()}
         if len(set(values.values())) > 1:

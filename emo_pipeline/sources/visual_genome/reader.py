@@ -7,10 +7,11 @@ import os
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import pandas as pd
@@ -32,6 +33,8 @@ from emo_pipeline.sources.visual_genome.schemas import (
 )
 from emo_pipeline.sources.visual_genome.sql import sql_str
 from emo_pipeline.sources.visual_genome.streaming import FileResult, read_file, top_level_shape, write_empty
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -231,13 +234,19 @@ def _ingest(con: duckdb.DuckDBPyConnection, root: Path, tmp: Mapping[str, Path],
 
 def _read_side_by_side(con: duckdb.DuckDBPyConnection, jobs: Mapping[str, Path], tmp: Mapping[str, Path],
                        work: Path) -> dict[str, FileResult]:
-    """Read every file at once, each on its own thread and cursor, the smaller files at a lower priority.
+    cursors = {t: con.cursor() for t in jobs}  # one per thread, made here: a connection is not thread-safe
+    return read_side_by_side(jobs, lambda table, path: read_file(cursors[table], table, path, tmp[table], work))
+
+
+def read_side_by_side(jobs: Mapping[str, Path], read: Callable[[str, Path], T]) -> dict[str, T]:
+    """`read(table, path)` for every file at once, each on its own thread, the smaller files at a lower priority.
 
     DuckDB parses one JSON array on one thread, so the largest file alone sets the wall time. Read
     side by side at equal priority on two cores, the three files share the cores until the smallest
     ends, and the largest then finishes alone on one core while the other idles. At a lower priority
     the smaller files share one core while the largest keeps the other, then finish on both: all end
-    together (docs/benchmarks.md, Visual Genome ingest). Two at a time was slower still: the third
+    close together (docs/benchmarks.md, Visual Genome ingest; a query that DuckDB runs on its own
+    worker thread keeps the default priority). Two at a time was slower still: the third
     started late and ran alone at the end.
     """
     largest_first = sorted(jobs, key=lambda t: jobs[t].stat().st_size, reverse=True)
@@ -245,8 +254,7 @@ def _read_side_by_side(con: duckdb.DuckDBPyConnection, jobs: Mapping[str, Path],
     # The largest goes first, so it runs on a fresh thread and never on one that a smaller file lowered
     # (a pool thread may be reused once its file is done).
     with ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
-        futures = {t: pool.submit(_read_at_priority, con.cursor(), t, jobs[t], tmp[t], work,
-                                  lowered if i > 0 else None)
+        futures = {t: pool.submit(_at_priority, lowered if i > 0 else None, read, t, jobs[t])
                    for i, t in enumerate(largest_first)}
         return {t: futures[t].result() for t in jobs}
 
@@ -264,12 +272,11 @@ def _lowered_priority() -> int | None:
     return min(19, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + _SMALLER_FILE_NICE)
 
 
-def _read_at_priority(con: duckdb.DuckDBPyConnection, table: str, path: Path, out: Path, work: Path,
-                      priority: int | None) -> FileResult:
+def _at_priority(priority: int | None, read: Callable[[str, Path], T], table: str, path: Path) -> T:
     if priority is not None:
         with contextlib.suppress(OSError):  # best effort: the reading is the same at any priority
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), priority)
-    return read_file(con, table, path, out, work)
+    return read(table, path)
 
 
 def _read_frame(path: Path) -> pd.DataFrame:
