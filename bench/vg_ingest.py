@@ -160,15 +160,14 @@ def run_floor(root: Path, threads: int, memory_limit: str) -> dict:
 
     con = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit})
 
-    def entries(table: str, path: Path, cursor: duckdb.DuckDBPyConnection) -> int:
+    def entries(cursor: duckdb.DuckDBPyConnection, table: str, path: Path) -> int:
         source = sql.source_sql(sql.Fields(typed=True), table, path, "array")
         count = "count(*)" if table == "images" else f'sum(len(r."{table}"))'
         return int(cursor.sql(f"SELECT {count} FROM {source}").fetchall()[0][0] or 0)
 
-    counts = {"images": entries("images", root / "image_data.json", con)}
+    counts = {"images": entries(con, "images", root / "image_data.json")}
     jobs = {t: root / f"{t}.json" for t in ("objects", "relationships", "attributes") if (root / f"{t}.json").is_file()}
-    cursors = {t: con.cursor() for t in jobs}
-    counts.update(read_side_by_side(jobs, lambda table, path: entries(table, path, cursors[table])))
+    counts.update(read_side_by_side(con, jobs, entries))
     con.close()
     return {"counts": counts, "package": str(Path(emo_pipeline.__file__).resolve().parent)}
 

@@ -216,7 +216,7 @@ def _ingest(con: duckdb.DuckDBPyConnection, root: Path, tmp: Mapping[str, Path],
         write_empty(table, tmp[table])
         results[table] = FileResult(rejected=[Rejection(name, None, "(file)", problem)] if problem else [])
 
-    results.update(_read_side_by_side(con, jobs, tmp, work))
+    results.update(read_side_by_side(con, jobs, lambda cursor, t, path: read_file(cursor, t, path, tmp[t], work)))
 
     objects = results["objects"]
     if objects.records and not objects.records_with_list:
@@ -232,14 +232,10 @@ def _ingest(con: duckdb.DuckDBPyConnection, root: Path, tmp: Mapping[str, Path],
                               version="1.4" if objects.merged else "1.2")
 
 
-def _read_side_by_side(con: duckdb.DuckDBPyConnection, jobs: Mapping[str, Path], tmp: Mapping[str, Path],
-                       work: Path) -> dict[str, FileResult]:
-    cursors = {t: con.cursor() for t in jobs}  # one per thread, made here: a connection is not thread-safe
-    return read_side_by_side(jobs, lambda table, path: read_file(cursors[table], table, path, tmp[table], work))
-
-
-def read_side_by_side(jobs: Mapping[str, Path], read: Callable[[str, Path], T]) -> dict[str, T]:
-    """`read(table, path)` for every file at once, each on its own thread, the smaller files at a lower priority.
+def read_side_by_side(con: duckdb.DuckDBPyConnection, jobs: Mapping[str, Path],
+                      read: Callable[[duckdb.DuckDBPyConnection, str, Path], T]) -> dict[str, T]:
+    """`read(cursor, table, path)` for every file at once, each on its own thread with a cursor of its own
+    on `con`, the smaller files at a lower priority.
 
     DuckDB parses one JSON array on one thread, so the largest file alone sets the wall time. Read
     side by side at equal priority on two cores, the three files share the cores until the smallest
@@ -254,7 +250,8 @@ def read_side_by_side(jobs: Mapping[str, Path], read: Callable[[str, Path], T]) 
     # The largest goes first, so it runs on a fresh thread and never on one that a smaller file lowered
     # (a pool thread may be reused once its file is done).
     with ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
-        futures = {t: pool.submit(_at_priority, lowered if i > 0 else None, read, t, jobs[t])
+        # Cursors are made here, on the calling thread: a connection is not thread-safe.
+        futures = {t: pool.submit(_at_priority, lowered if i > 0 else None, read, con.cursor(), t, jobs[t])
                    for i, t in enumerate(largest_first)}
         return {t: futures[t].result() for t in jobs}
 
@@ -272,11 +269,12 @@ def _lowered_priority() -> int | None:
     return min(19, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + _SMALLER_FILE_NICE)
 
 
-def _at_priority(priority: int | None, read: Callable[[str, Path], T], table: str, path: Path) -> T:
+def _at_priority(priority: int | None, read: Callable[[duckdb.DuckDBPyConnection, str, Path], T],
+                 cursor: duckdb.DuckDBPyConnection, table: str, path: Path) -> T:
     if priority is not None:
         with contextlib.suppress(OSError):  # best effort: the reading is the same at any priority
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), priority)
-    return read(table, path)
+    return read(cursor, table, path)
 
 
 def _read_frame(path: Path) -> pd.DataFrame:
